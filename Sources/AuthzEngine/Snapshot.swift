@@ -1,0 +1,578 @@
+// The immutable, indexed snapshot every decision is answered from.
+//
+// Built once from a `Workspace`, then read-only and shared across threads. External ids are
+// interned to dense Int32 indexes; relations are stored as CSR arrays (a start offset per
+// entity into one flat, sorted list), so a decision is a handful of array reads, a binary
+// search and a merge of two short sorted lists — no hashing beyond the id lookups, no
+// allocation.
+//
+// Layout choices:
+// - Assets are indexed in ascending id order, so "the first asset by id order" (RULES.md §4
+//   step 6) is the first asset index in a project's sorted asset list.
+// - A user's custom groups, a project's user grants and group grants, and an asset's custom
+//   groups are sorted by index; duplicate grants to one principal keep the highest level.
+// - Roles are resolved once here (RULES.md §2): a decision reads one byte.
+
+public final class Snapshot: Sendable {
+    /// The database snapshot version this was built from.
+    public let version: UInt64
+    public let plan: Plan
+    public let viewerSeatsPaid: Bool
+    /// Data problems the build tolerated (for operators; decisions stay well-defined).
+    public let warnings: [String]
+
+    public let userIds: IdIndex
+    public let groupIds: IdIndex
+    public let assetIds: IdIndex
+    public let projectIds: IdIndex
+
+    // Users.
+    let userRole: [Role]
+    let userActive: [Bool]
+    let userRoleSource: [RoleSource]
+    let userPlanDowngrade: [Bool]
+    let userGroupStart: [Int32]
+    let userGroups: [Int32]
+
+    // Assets.
+    let assetBuiltins: [UInt8]
+    let assetGroupStart: [Int32]
+    let assetGroups: [Int32]
+
+    // Projects.
+    let projectOwner: [Int32]
+    let projectWorkspaceAccess: [Level]
+    let projectPublicAccess: [Level]
+    let userGrantStart: [Int32]
+    let userGrantUser: [Int32]
+    let userGrantLevel: [Level]
+    let groupGrantStart: [Int32]
+    let groupGrantGroup: [Int32]
+    let groupGrantLevel: [Level]
+    let projectAssetStart: [Int32]
+    let projectAssets: [Int32]
+
+    /// Grants as given in the workspace (before merging duplicates).
+    public let grantCount: Int
+
+    public var userCount: Int { userIds.count }
+    public var groupCount: Int { groupIds.count }
+    public var assetCount: Int { assetIds.count }
+    public var projectCount: Int { projectIds.count }
+
+    // MARK: - Building
+
+    /// Builds the snapshot. The workspace is expected to be valid (AuthzDocument validates
+    /// documents and the store validates imports), but the build never traps on bad data:
+    /// dangling references are skipped and reported in `warnings`.
+    public init(workspace: Workspace, version: UInt64) {
+        var warnings: [String] = []
+        self.version = version
+        let settings = workspace.settings
+        self.plan = settings.plan
+        self.viewerSeatsPaid = settings.viewerSeatsPaid
+
+        // Interning.
+        var duplicates: [Int] = []
+        let userIds = IdIndex(workspace.users.map(\.id), duplicates: &duplicates)
+        for index in duplicates { warnings.append("users[\(index)].id: duplicate id '\(workspace.users[index].id)' ignored") }
+        duplicates.removeAll()
+        let groupIds = IdIndex(workspace.groups.map(\.id), duplicates: &duplicates)
+        for index in duplicates { warnings.append("groups[\(index)].id: duplicate id '\(workspace.groups[index].id)' ignored") }
+        duplicates.removeAll()
+        let assetOrder = workspace.assets.indices.sorted { workspace.assets[$0].id.utf8.lexicographicallyPrecedes(workspace.assets[$1].id.utf8) }
+        let assetIds = IdIndex(assetOrder.map { workspace.assets[$0].id }, duplicates: &duplicates)
+        for index in duplicates { warnings.append("assets[\(assetOrder[index])].id: duplicate id ignored") }
+        duplicates.removeAll()
+        let projectIds = IdIndex(workspace.projects.map(\.id), duplicates: &duplicates)
+        for index in duplicates { warnings.append("projects[\(index)].id: duplicate id '\(workspace.projects[index].id)' ignored") }
+        self.userIds = userIds
+        self.groupIds = groupIds
+        self.assetIds = assetIds
+        self.projectIds = projectIds
+
+        let userCount = workspace.users.count
+        let builtinByName: [String: BuiltinGroup] = Dictionary(uniqueKeysWithValues: BuiltinGroup.allCases.map { ($0.name, $0) })
+
+        // Group memberships, as (user, group) pairs → CSR by user.
+        var membership: [UInt64] = []
+        membership.reserveCapacity(workspace.groups.reduce(0) { $0 + $1.members.count })
+        for (g, group) in workspace.groups.enumerated() where groupIds.lookup(group.id) == Int32(g) {
+            for (m, member) in group.members.enumerated() {
+                let u = userIds.lookup(member)
+                if u < 0 {
+                    warnings.append("groups[\(g)].members[\(m)]: unknown user '\(member)' skipped")
+                    continue
+                }
+                membership.append(UInt64(UInt32(u)) << 32 | UInt64(UInt32(g)))
+            }
+        }
+        let (userGroupStart, userGroups) = Self.csr(pairs: &membership, rows: userCount)
+        self.userGroupStart = userGroupStart
+        self.userGroups = userGroups
+
+        // Roles (RULES.md §2).
+        var mappedRole = [Int8](repeating: -1, count: groupIds.count)
+        let sync = settings.directorySync
+        for (i, mapping) in sync.roleMappings.enumerated() {
+            let g = groupIds.lookup(mapping.group)
+            if g < 0 {
+                warnings.append("workspace.directory_sync.role_mappings[\(i)].group: unknown group '\(mapping.group)' skipped")
+                continue
+            }
+            mappedRole[Int(g)] = max(mappedRole[Int(g)], Int8(mapping.role.rawValue))
+        }
+        let allowedDomains = Set(settings.allowedDomains.map { Self.lowercasedASCII($0) })
+        let defaultDomainRole = settings.defaultDomainRole
+        var userRole = [Role](repeating: .guest, count: userCount)
+        var userRoleSource = [RoleSource](repeating: .inviteDefault, count: userCount)
+        var userPlanDowngrade = [Bool](repeating: false, count: userCount)
+        var userActive = [Bool](repeating: false, count: userCount)
+        for (u, user) in workspace.users.enumerated() where userIds.lookup(user.id) == Int32(u) {
+            userActive[u] = user.active
+            var role: Role
+            var source: RoleSource
+            if user.origin == .directory {
+                if sync.enabled, sync.roleSync {
+                    var best: Int8 = -1
+                    for k in Int(userGroupStart[u]) ..< Int(userGroupStart[u + 1]) {
+                        best = max(best, mappedRole[Int(userGroups[k])])
+                    }
+                    if best >= 0, let mapped = Role(rawValue: UInt8(best)) {
+                        (role, source) = (mapped, .directoryMapping)
+                    } else {
+                        (role, source) = (.viewer, .directoryDefault)
+                    }
+                    if user.role != nil {
+                        warnings.append("users[\(u)].role: explicit role of directory user '\(user.id)' ignored while role sync is on")
+                    }
+                } else if let explicit = user.role {
+                    (role, source) = (explicit, .explicit)
+                } else {
+                    (role, source) = (.viewer, .directoryDefault)
+                }
+            } else if let explicit = user.role {
+                (role, source) = (explicit, .explicit)
+            } else if allowedDomains.contains(Self.emailDomain(user.email)) {
+                (role, source) = (defaultDomainRole, .domainDefault)
+            } else {
+                (role, source) = (.guest, .inviteDefault)
+            }
+            if role == .explorer, !plan.hasExplorerRole {
+                role = .viewer
+                userPlanDowngrade[u] = true
+                warnings.append("users[\(u)]: role explorer of '\(user.id)' downgraded to viewer: plan \(plan.name) has no Explorer role")
+            }
+            userRole[u] = role
+            userRoleSource[u] = source
+        }
+        self.userRole = userRole
+        self.userRoleSource = userRoleSource
+        self.userPlanDowngrade = userPlanDowngrade
+        self.userActive = userActive
+
+        // Assets (indexed in id order).
+        var assetBuiltins = [UInt8](repeating: 0, count: assetIds.count)
+        var assetGroupPairs: [UInt64] = []
+        for (a, original) in assetOrder.enumerated() where assetIds.lookup(workspace.assets[original].id) == Int32(a) {
+            let asset = workspace.assets[original]
+            for (k, name) in asset.groups.enumerated() {
+                if let builtin = builtinByName[name] {
+                    assetBuiltins[a] |= builtin.maskBit
+                    continue
+                }
+                let g = groupIds.lookup(name)
+                if g < 0 {
+                    warnings.append("assets[\(original)].groups[\(k)]: unknown group '\(name)' skipped")
+                    continue
+                }
+                assetGroupPairs.append(UInt64(a) << 32 | UInt64(UInt32(g)))
+            }
+        }
+        let (assetGroupStart, assetGroups) = Self.csr(pairs: &assetGroupPairs, rows: assetIds.count)
+        self.assetBuiltins = assetBuiltins
+        self.assetGroupStart = assetGroupStart
+        self.assetGroups = assetGroups
+
+        // Projects.
+        let projectCount = workspace.projects.count
+        var projectOwner = [Int32](repeating: -1, count: projectCount)
+        var projectWorkspaceAccess = [Level](repeating: .none, count: projectCount)
+        var projectPublicAccess = [Level](repeating: .none, count: projectCount)
+        // (project << 32 | principal) << 8 | level would overflow; keep level in a side key:
+        // pairs are (project, principal << 3 | level) so sorting orders by principal, then level.
+        var userGrantPairs: [UInt64] = []
+        var groupGrantPairs: [UInt64] = []
+        var projectAssetPairs: [UInt64] = []
+        var grantCount = 0
+        for (p, project) in workspace.projects.enumerated() where projectIds.lookup(project.id) == Int32(p) {
+            if let owner = project.owner {
+                let u = userIds.lookup(owner)
+                if u < 0 { warnings.append("projects[\(p)].owner: unknown user '\(owner)' ignored") }
+                projectOwner[p] = u
+            }
+            projectWorkspaceAccess[p] = project.workspaceAccess
+            projectPublicAccess[p] = min(project.publicAccess, .canViewApp)
+            if project.publicAccess > .canViewApp {
+                warnings.append("projects[\(p)].public_access: \(project.publicAccess.name) capped at can_view_app")
+            }
+            for (k, grant) in project.grants.enumerated() {
+                grantCount += 1
+                switch grant.target {
+                case .user(let id):
+                    let u = userIds.lookup(id)
+                    if u < 0 {
+                        warnings.append("projects[\(p)].grants[\(k)].user: unknown user '\(id)' skipped")
+                        continue
+                    }
+                    userGrantPairs.append(UInt64(p) << 32 | UInt64(UInt32(u)) << 3 | UInt64(grant.level.rawValue))
+                case .group(let id):
+                    let g = groupIds.lookup(id)
+                    if g < 0 {
+                        warnings.append("projects[\(p)].grants[\(k)].group: unknown or built-in group '\(id)' skipped")
+                        continue
+                    }
+                    groupGrantPairs.append(UInt64(p) << 32 | UInt64(UInt32(g)) << 3 | UInt64(grant.level.rawValue))
+                }
+            }
+            for (k, id) in project.assets.enumerated() {
+                let a = assetIds.lookup(id)
+                if a < 0 {
+                    warnings.append("projects[\(p)].assets[\(k)]: unknown asset '\(id)' skipped")
+                    continue
+                }
+                projectAssetPairs.append(UInt64(p) << 32 | UInt64(UInt32(a)))
+            }
+        }
+        self.projectOwner = projectOwner
+        self.projectWorkspaceAccess = projectWorkspaceAccess
+        self.projectPublicAccess = projectPublicAccess
+        self.grantCount = grantCount
+        (self.userGrantStart, self.userGrantUser, self.userGrantLevel) = Self.grantCSR(pairs: &userGrantPairs, rows: projectCount)
+        (self.groupGrantStart, self.groupGrantGroup, self.groupGrantLevel) = Self.grantCSR(pairs: &groupGrantPairs, rows: projectCount)
+        (self.projectAssetStart, self.projectAssets) = Self.csr(pairs: &projectAssetPairs, rows: projectCount)
+        self.warnings = warnings
+    }
+
+    /// Sorts `(row << 32 | value)` pairs and returns CSR arrays with duplicates removed.
+    private static func csr(pairs: inout [UInt64], rows: Int) -> (start: [Int32], values: [Int32]) {
+        pairs.sort()
+        var start = [Int32](repeating: 0, count: rows + 1)
+        var values: [Int32] = []
+        values.reserveCapacity(pairs.count)
+        var previous: UInt64? = nil
+        for pair in pairs where pair != previous {
+            previous = pair
+            start[Int(pair >> 32) + 1] += 1
+            values.append(Int32(truncatingIfNeeded: pair & 0xffff_ffff))
+        }
+        for row in 0 ..< rows { start[row + 1] += start[row] }
+        return (start, values)
+    }
+
+    /// Sorts `(row << 32 | principal << 3 | level)` triples and returns CSR arrays holding,
+    /// per row, each principal once with its highest level.
+    private static func grantCSR(pairs: inout [UInt64], rows: Int) -> (start: [Int32], principals: [Int32], levels: [Level]) {
+        pairs.sort()
+        var start = [Int32](repeating: 0, count: rows + 1)
+        var principals: [Int32] = []
+        var levels: [Level] = []
+        principals.reserveCapacity(pairs.count)
+        levels.reserveCapacity(pairs.count)
+        var index = 0
+        while index < pairs.count {
+            let key = pairs[index] >> 3
+            // Sorted ascending, so the last entry of a run holds the highest level.
+            while index + 1 < pairs.count, pairs[index + 1] >> 3 == key { index += 1 }
+            let pair = pairs[index]
+            start[Int(pair >> 32) + 1] += 1
+            principals.append(Int32(truncatingIfNeeded: (pair & 0xffff_ffff) >> 3))
+            levels.append(Level(rawValue: UInt8(pair & 7)) ?? .none)
+            index += 1
+        }
+        for row in 0 ..< rows { start[row + 1] += start[row] }
+        return (start, principals, levels)
+    }
+
+    static func emailDomain(_ email: String) -> String {
+        guard let at = email.utf8.lastIndex(of: UInt8(ascii: "@")) else { return "" }
+        return lowercasedASCII(String(email[email.utf8.index(after: at)...]))
+    }
+
+    static func lowercasedASCII(_ text: String) -> String {
+        String(decoding: text.utf8.map { $0 >= 65 && $0 <= 90 ? $0 + 32 : $0 }, as: UTF8.self)
+    }
+
+    // MARK: - Keys
+
+    /// The key of a user id; the empty id is the anonymous web viewer.
+    public func userKey(_ id: String) -> UserKey {
+        if id.isEmpty { return .anonymous }
+        let index = userIds.lookup(id)
+        return index >= 0 ? UserKey(raw: index) : .unknown
+    }
+
+    /// The key of a user id given as UTF-8 bytes; empty is the anonymous web viewer.
+    public func userKey(utf8 bytes: UnsafeRawBufferPointer) -> UserKey {
+        if bytes.isEmpty { return .anonymous }
+        let index = userIds.lookup(bytes)
+        return index >= 0 ? UserKey(raw: index) : .unknown
+    }
+
+    public func projectKey(_ id: String) -> EntityKey { EntityKey(raw: projectIds.lookup(id)) }
+    public func projectKey(utf8 bytes: UnsafeRawBufferPointer) -> EntityKey { EntityKey(raw: projectIds.lookup(bytes)) }
+    public func assetKey(_ id: String) -> EntityKey { EntityKey(raw: assetIds.lookup(id)) }
+    public func assetKey(utf8 bytes: UnsafeRawBufferPointer) -> EntityKey { EntityKey(raw: assetIds.lookup(bytes)) }
+
+    // MARK: - EffectivePermission (RULES.md §4)
+
+    public func effectivePermission(user: String, project: String) -> PermissionDecision {
+        effectivePermission(userKey(user), projectKey(project))
+    }
+
+    public func effectivePermission(_ user: UserKey, _ project: EntityKey) -> PermissionDecision {
+        // Step 1: unknown ids, inactive users, the anonymous viewer.
+        guard project.isKnown else { return PermissionDecision(.unknownProject, .none) }
+        let p = Int(project.raw)
+        if user == .unknown { return PermissionDecision(.unknownUser, .none) }
+        if user == .anonymous {
+            let level = projectPublicAccess[p]
+            return level > .none ? PermissionDecision(.publicShare, level) : PermissionDecision(.noGrant, .none)
+        }
+        let u = Int(user.raw)
+        guard userActive[u] else { return PermissionDecision(.userInactive, .none) }
+        let role = userRole[u]
+
+        // Step 2: the granted level; ties keep the earlier source.
+        var level = Level.none
+        var reason = Reason.noGrant
+        var subject: Int32 = -1
+        if projectOwner[p] == user.raw {
+            level = .fullAccess
+            reason = .owner
+        }
+        if level < .fullAccess, let granted = userGrant(project: p, user: user.raw), granted > level {
+            level = granted
+            reason = .userGrant
+        }
+        if role != .guest {
+            if level < .fullAccess {
+                let (granted, group) = groupGrant(project: p, user: u)
+                if granted > level {
+                    level = granted
+                    reason = .groupGrant
+                    subject = group
+                }
+            }
+            let shared = projectWorkspaceAccess[p]
+            if shared > level {
+                level = shared
+                reason = .workspaceShare
+                subject = -1
+            }
+        }
+        let published = projectPublicAccess[p]
+        if published > level {
+            level = published
+            reason = .publicShare
+            subject = -1
+        }
+        var trace = Trace()
+        trace.append(TraceStep(reason: reason, level: level, subject: subject))
+
+        // Step 3: the admin floor.
+        if role == .admin, level < .canExplore {
+            level = .canExplore
+            trace.append(TraceStep(reason: .adminFloor, level: level))
+        }
+        // Step 4: role caps.
+        let cap = role.levelCap
+        if level > cap {
+            level = cap
+            trace.append(TraceStep(reason: .roleCap, level: level))
+        }
+        // Step 5: exploring needs the build_explorations capability.
+        if level == .canExplore, !role.has(.buildExplorations) {
+            level = .canView
+            trace.append(TraceStep(reason: .exploreNeedsRole, level: level))
+        }
+        // Step 6: an asset the user cannot access caps the level at can_view.
+        if level > .canView, role != .admin {
+            for k in Int(projectAssetStart[p]) ..< Int(projectAssetStart[p + 1]) {
+                let a = Int(projectAssets[k])
+                if !isInAssetGroups(user: u, role: role, asset: a) {
+                    level = .canView
+                    trace.append(TraceStep(reason: .assetDowngrade, level: level, subject: Int32(a)))
+                    break
+                }
+            }
+        }
+        return PermissionDecision(trace: trace)
+    }
+
+    /// The explanation of `decision` with group and asset ids spelled out.
+    public func explain(_ decision: PermissionDecision) -> [ExplanationStep] {
+        decision.trace.map { step in
+            var subject: String? = nil
+            if step.subject >= 0 {
+                switch step.reason {
+                case .groupGrant where Int(step.subject) < groupIds.count: subject = groupIds.id(at: step.subject)
+                case .assetDowngrade where Int(step.subject) < assetIds.count: subject = assetIds.id(at: step.subject)
+                default: break
+                }
+            }
+            return ExplanationStep(reason: step.reason, level: step.level, subject: subject)
+        }
+    }
+
+    /// The level granted to `user` directly on project `p`, by binary search.
+    @inline(__always)
+    private func userGrant(project p: Int, user: Int32) -> Level? {
+        var low = Int(userGrantStart[p])
+        var high = Int(userGrantStart[p + 1])
+        while low < high {
+            let mid = (low + high) >> 1
+            let candidate = userGrantUser[mid]
+            if candidate == user { return userGrantLevel[mid] }
+            if candidate < user { low = mid + 1 } else { high = mid }
+        }
+        return nil
+    }
+
+    /// The highest level granted on project `p` to a group `u` belongs to, and that group
+    /// (the lowest index among equals), by merging two sorted lists.
+    @inline(__always)
+    private func groupGrant(project p: Int, user u: Int) -> (Level, Int32) {
+        var i = Int(groupGrantStart[p])
+        let iEnd = Int(groupGrantStart[p + 1])
+        var j = Int(userGroupStart[u])
+        let jEnd = Int(userGroupStart[u + 1])
+        var best = Level.none
+        var group: Int32 = -1
+        while i < iEnd, j < jEnd {
+            let granted = groupGrantGroup[i]
+            let member = userGroups[j]
+            if granted == member {
+                let level = groupGrantLevel[i]
+                if level > best {
+                    best = level
+                    group = granted
+                }
+                i += 1
+                j += 1
+            } else if granted < member {
+                i += 1
+            } else {
+                j += 1
+            }
+        }
+        return (best, group)
+    }
+
+    /// RULES.md §5 step 3 for an active, known user: membership of at least one of the
+    /// asset's groups, built-in or custom.
+    @inline(__always)
+    private func isInAssetGroups(user u: Int, role: Role, asset a: Int) -> Bool {
+        let builtins = assetBuiltins[a]
+        if builtins & BuiltinGroup.public.maskBit != 0 { return true }
+        let roleGroup = role == .guest ? BuiltinGroup.workspaceGuests : BuiltinGroup.workspace
+        if builtins & roleGroup.maskBit != 0 { return true }
+        var i = Int(assetGroupStart[a])
+        let iEnd = Int(assetGroupStart[a + 1])
+        var j = Int(userGroupStart[u])
+        let jEnd = Int(userGroupStart[u + 1])
+        while i < iEnd, j < jEnd {
+            let allowed = assetGroups[i]
+            let member = userGroups[j]
+            if allowed == member { return true }
+            if allowed < member { i += 1 } else { j += 1 }
+        }
+        return false
+    }
+
+    // MARK: - CanUse (RULES.md §5)
+
+    public func canUse(user: String, asset: String, project: String? = nil) -> AccessDecision {
+        canUse(userKey(user), assetKey(asset), project: project.map { projectKey($0) })
+    }
+
+    public func canUse(_ user: UserKey, _ asset: EntityKey, project: EntityKey? = nil) -> AccessDecision {
+        // Step 1.
+        guard asset.isKnown else { return AccessDecision(.none, .unknownAsset) }
+        let a = Int(asset.raw)
+        var decision: AccessDecision
+        if user == .unknown { return AccessDecision(.none, .unknownUser) }
+        if user == .anonymous {
+            decision = assetBuiltins[a] & BuiltinGroup.public.maskBit != 0
+                ? AccessDecision(.view, .anonymousPublic) : AccessDecision(.none, .notInAssetGroups)
+        } else {
+            let u = Int(user.raw)
+            guard userActive[u] else { return AccessDecision(.none, .userInactive) }
+            let role = userRole[u]
+            if role == .admin {
+                // Step 2.
+                decision = AccessDecision(.use, .admin)
+            } else if !isInAssetGroups(user: u, role: role, asset: a) {
+                // Step 3.
+                return AccessDecision(.none, .notInAssetGroups)
+            } else {
+                // Step 4: roles that can hold can_edit use; explorers and viewers view.
+                decision = role.levelCap >= .canEdit ? AccessDecision(.use, .groupAccess) : AccessDecision(.view, .roleCannotUse)
+            }
+        }
+        guard decision.access > .none, let project else { return decision }
+        // Step 5: using an asset in a project needs can_edit on it.
+        guard project.isKnown else { return AccessDecision(.none, .unknownProject) }
+        if decision.access == .use, effectivePermission(user, project).level < .canEdit {
+            return AccessDecision(.view, .projectNeedsCanEdit)
+        }
+        return decision
+    }
+
+    // MARK: - SeatType (RULES.md §6) and capabilities (§3)
+
+    public func seatType(user: String) -> SeatDecision { seatType(userKey(user)) }
+
+    public func seatType(_ user: UserKey) -> SeatDecision {
+        guard user.isKnownUser else { return .none }
+        let u = Int(user.raw)
+        guard userActive[u] else { return .none }
+        let role = userRole[u]
+        let seat: Seat
+        let paid: Bool
+        switch role {
+        case .admin, .manager, .editor: (seat, paid) = (.paidAuthor, true)
+        case .explorer: (seat, paid) = (.paidExplorer, true)
+        case .viewer: (seat, paid) = (.viewer, viewerSeatsPaid)
+        case .guest: (seat, paid) = (.guest, false)
+        }
+        return SeatDecision(seat: seat, paid: paid, role: role, roleSource: userRoleSource[u], planDowngrade: userPlanDowngrade[u])
+    }
+
+    public func capabilities(user: String) -> CapabilitySet { capabilities(userKey(user)) }
+
+    /// The capabilities of the user's resolved role; none for unknown, inactive or anonymous.
+    public func capabilities(_ user: UserKey) -> CapabilitySet {
+        guard user.isKnownUser, userActive[Int(user.raw)] else { return .empty }
+        return CapabilitySet(role: userRole[Int(user.raw)])
+    }
+
+    /// The resolved role of an active, known user.
+    public func role(_ user: UserKey) -> Role? {
+        guard user.isKnownUser, userActive[Int(user.raw)] else { return nil }
+        return userRole[Int(user.raw)]
+    }
+
+    // MARK: - Footprint
+
+    /// Approximate heap bytes held by the snapshot's tables.
+    public var footprint: Int {
+        func bytes<T>(_ array: [T]) -> Int { array.capacity * MemoryLayout<T>.stride }
+        return userIds.footprint + groupIds.footprint + assetIds.footprint + projectIds.footprint
+            + bytes(userRole) + bytes(userActive) + bytes(userRoleSource) + bytes(userPlanDowngrade)
+            + bytes(userGroupStart) + bytes(userGroups) + bytes(assetBuiltins) + bytes(assetGroupStart)
+            + bytes(assetGroups) + bytes(projectOwner) + bytes(projectWorkspaceAccess) + bytes(projectPublicAccess)
+            + bytes(userGrantStart) + bytes(userGrantUser) + bytes(userGrantLevel) + bytes(groupGrantStart)
+            + bytes(groupGrantGroup) + bytes(groupGrantLevel) + bytes(projectAssetStart) + bytes(projectAssets)
+    }
+}
