@@ -160,13 +160,18 @@ public struct CapabilitySet: Sendable, Hashable, Sequence {
 
     public static let empty = CapabilitySet(rawValue: 0)
 
-    /// Every capability `role` holds.
+    /// Every capability `role` holds (a table lookup: no allocation).
     public init(role: Role) {
+        self = Self.byRole[Int(role.rawValue)]
+    }
+
+    /// The capability set of each role, indexed by `Role.rawValue`.
+    private static let byRole: [CapabilitySet] = Role.allCases.map { role in
         var bits: UInt16 = 0
         for capability in Capability.allCases where role.has(capability) {
             bits |= 1 << capability.rawValue
         }
-        self.init(rawValue: bits)
+        return CapabilitySet(rawValue: bits)
     }
 
     public func contains(_ capability: Capability) -> Bool { rawValue & (1 << capability.rawValue) != 0 }

@@ -16,6 +16,8 @@ struct AllocationTests {
         // Warm up lazily initialised globals (enum name tables, etc.).
         _ = snapshot.effectivePermission(user: users[0], project: projects[0])
         _ = snapshot.canUse(user: users[0], asset: assets[0], project: projects[0])
+        _ = snapshot.seatType(user: users[0])
+        _ = snapshot.capabilities(user: users[0])
 
         var checksum = 0
         let before = authz_thread_allocations()
