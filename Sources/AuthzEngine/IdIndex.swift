@@ -1,87 +1,92 @@
 // An immutable map from external string ids to dense Int32 indexes.
 //
-// Ids are stored once, back to back, in one byte arena; an open-addressing table of
-// entry indexes (power-of-two size, load factor ≤ 0.5) finds them by a 64-bit FNV-1a hash.
+// Ids are stored once, back to back, in one byte arena; an open-addressing table (power-of-
+// two size, load factor ≤ 0.5, linear probing) finds them by a 64-bit FNV-1a hash. Each
+// 32-byte slot holds the first 16 bytes of its id, the id's length, a hash tag and the entry
+// index, so looking up an id of up to 16 bytes (nearly all of them) reads one cache line:
+// no pointer chasing into the arena. Longer ids compare their tail against the arena.
+//
 // Lookups take raw UTF-8 bytes, so the server can look up an id straight out of a decoded
 // protobuf message without creating a Swift String, and they never allocate.
 
 public struct IdIndex: Sendable {
+    /// One hash-table slot. `entry == 0` marks an empty slot.
+    @usableFromInline
+    struct Slot: Sendable {
+        /// The id's first 16 bytes, zero-padded.
+        var head0: UInt64 = 0
+        var head1: UInt64 = 0
+        /// `hash >> 32` (upper half) | id length (lower half).
+        var tagAndLength: UInt64 = 0
+        /// Entry index + 1; 0 = empty.
+        var entry: UInt64 = 0
+    }
+
     /// All ids' bytes, concatenated in index order.
     private let arena: [UInt8]
     /// `offsets[i] ..< offsets[i + 1]` are the bytes of id `i` in `arena`.
     private let offsets: [Int32]
-    /// Full hash of each id, compared before the bytes.
-    private let hashes: [UInt64]
-    /// Entry index + 1 per slot; 0 marks an empty slot.
-    private let slots: [Int32]
+    private let slots: [Slot]
     private let mask: Int
 
     /// The number of ids.
     public var count: Int { offsets.count - 1 }
 
-    /// Builds the index; `ids[i]` gets index `i`. Duplicate ids keep the first index and are
-    /// returned in `duplicates` (indexes of the later copies).
+    /// Builds the index; `ids[i]` gets index `i`. Duplicate ids keep the first index.
     public init(_ ids: [String]) {
         var duplicates: [Int] = []
         self.init(ids, duplicates: &duplicates)
     }
 
+    /// Builds the index; the indexes of later copies of a duplicate id go to `duplicates`.
     public init(_ ids: [String], duplicates: inout [Int]) {
         var arena: [UInt8] = []
         arena.reserveCapacity(ids.count * 12)
         var offsets: [Int32] = [0]
         offsets.reserveCapacity(ids.count + 1)
-        var hashes: [UInt64] = []
-        hashes.reserveCapacity(ids.count)
         for id in ids {
-            let start = arena.count
             arena.append(contentsOf: id.utf8)
             precondition(arena.count < Int(Int32.max), "id arena exceeds 2 GiB")
             offsets.append(Int32(arena.count))
-            hashes.append(arena.withUnsafeBufferPointer { Self.hash(UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: $0[start...]))) })
         }
         var capacity = 8
         while capacity < ids.count * 2 { capacity <<= 1 }
-        var slots = [Int32](repeating: 0, count: capacity)
+        var slots = [Slot](repeating: Slot(), count: capacity)
         let mask = capacity - 1
-        arena.withUnsafeBufferPointer { bytes in
+        arena.withUnsafeBytes { bytes in
             for entry in 0 ..< ids.count {
-                let hash = hashes[entry]
-                var slot = Int(truncatingIfNeeded: hash) & mask
+                let key = UnsafeRawBufferPointer(rebasing: bytes[Int(offsets[entry]) ..< Int(offsets[entry + 1])])
+                let hash = Self.hash(key)
+                let candidate = Self.slot(for: key, hash: hash, entry: entry)
+                var position = Int(truncatingIfNeeded: hash) & mask
                 var duplicate = false
-                while slots[slot] != 0 {
-                    let other = Int(slots[slot] - 1)
-                    if hashes[other] == hash,
-                        Self.equal(bytes, offsets, other, UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: bytes[Int(offsets[entry]) ..< Int(offsets[entry + 1])])))
-                    {
+                while slots[position].entry != 0 {
+                    if Self.matches(slots[position], candidate, key, arena: bytes, offsets: offsets) {
                         duplicate = true
                         break
                     }
-                    slot = (slot + 1) & mask
+                    position = (position + 1) & mask
                 }
                 if duplicate {
                     duplicates.append(entry)
                 } else {
-                    slots[slot] = Int32(entry + 1)
+                    slots[position] = candidate
                 }
             }
         }
         self.arena = arena
         self.offsets = offsets
-        self.hashes = hashes
         self.slots = slots
         self.mask = mask
     }
 
     /// The index of the id spelled by `bytes` (UTF-8), or nil.
-    @inlinable
     public func index(of bytes: UnsafeRawBufferPointer) -> Int32? {
         let found = lookup(bytes)
         return found >= 0 ? found : nil
     }
 
     /// The index of `id`, or nil.
-    @inlinable
     public func index(of id: String) -> Int32? {
         let found = lookup(id)
         return found >= 0 ? found : nil
@@ -99,16 +104,18 @@ public struct IdIndex: Sendable {
     /// The index of the id spelled by `bytes`, or -1. Never allocates.
     public func lookup(_ bytes: UnsafeRawBufferPointer) -> Int32 {
         let hash = Self.hash(bytes)
-        var slot = Int(truncatingIfNeeded: hash) & mask
-        return arena.withUnsafeBufferPointer { arenaBytes in
-            while true {
-                let stored = slots[slot]
-                if stored == 0 { return -1 }
-                let entry = Int(stored - 1)
-                if hashes[entry] == hash, Self.equal(arenaBytes, offsets, entry, bytes) {
-                    return Int32(entry)
+        let probe = Self.slot(for: bytes, hash: hash, entry: 0)
+        var position = Int(truncatingIfNeeded: hash) & mask
+        return slots.withUnsafeBufferPointer { table in
+            arena.withUnsafeBytes { arenaBytes in
+                while true {
+                    let slot = table[position]
+                    if slot.entry == 0 { return -1 }
+                    if Self.matches(slot, probe, bytes, arena: arenaBytes, offsets: offsets) {
+                        return Int32(truncatingIfNeeded: slot.entry - 1)
+                    }
+                    position = (position + 1) & mask
                 }
-                slot = (slot + 1) & mask
             }
         }
     }
@@ -125,31 +132,52 @@ public struct IdIndex: Sendable {
 
     /// Approximate heap bytes held.
     public var footprint: Int {
-        arena.capacity + offsets.capacity * 4 + hashes.capacity * 8 + slots.capacity * 4
+        arena.capacity + offsets.capacity * 4 + slots.capacity * MemoryLayout<Slot>.stride
     }
 
+    /// The slot an id would occupy (entry + 1 in `entry`).
     @inline(__always)
-    private static func equal(
-        _ arena: UnsafeBufferPointer<UInt8>, _ offsets: [Int32], _ entry: Int, _ bytes: UnsafeRawBufferPointer
-    ) -> Bool {
-        let start = Int(offsets[entry])
-        let length = Int(offsets[entry + 1]) - start
-        guard length == bytes.count else { return false }
-        guard length > 0, let base = arena.baseAddress, let other = bytes.baseAddress else { return true }
-        return memcmpBytes(base + start, other.assumingMemoryBound(to: UInt8.self), length)
-    }
-
-    @inline(__always)
-    private static func memcmpBytes(_ a: UnsafePointer<UInt8>, _ b: UnsafePointer<UInt8>, _ count: Int) -> Bool {
-        var i = 0
-        while i + 8 <= count {
-            if UnsafeRawPointer(a + i).loadUnaligned(as: UInt64.self) != UnsafeRawPointer(b + i).loadUnaligned(as: UInt64.self) {
-                return false
+    private static func slot(for key: UnsafeRawBufferPointer, hash: UInt64, entry: Int) -> Slot {
+        var slot = Slot()
+        let count = key.count
+        if count >= 16 {
+            slot.head0 = key.loadUnaligned(as: UInt64.self)
+            slot.head1 = key.loadUnaligned(fromByteOffset: 8, as: UInt64.self)
+        } else if count > 0 {
+            withUnsafeMutableBytes(of: &slot.head0) { head0 in
+                withUnsafeMutableBytes(of: &slot.head1) { head1 in
+                    for i in 0 ..< count {
+                        if i < 8 { head0[i] = key[i] } else { head1[i - 8] = key[i] }
+                    }
+                }
             }
+        }
+        slot.tagAndLength = (hash >> 32) << 32 | UInt64(UInt32(truncatingIfNeeded: count))
+        slot.entry = UInt64(entry + 1)
+        return slot
+    }
+
+    /// Whether `stored` holds the id `key` (whose probe slot is `probe`).
+    @inline(__always)
+    private static func matches(
+        _ stored: Slot, _ probe: Slot, _ key: UnsafeRawBufferPointer,
+        arena: UnsafeRawBufferPointer, offsets: [Int32]
+    ) -> Bool {
+        guard stored.tagAndLength == probe.tagAndLength, stored.head0 == probe.head0, stored.head1 == probe.head1 else {
+            return false
+        }
+        let count = key.count
+        if count <= 16 { return true }
+        // Longer ids: compare the tail against the arena.
+        let start = Int(offsets[Int(stored.entry) - 1])
+        guard let base = arena.baseAddress, let other = key.baseAddress else { return false }
+        var i = 16
+        while i + 8 <= count {
+            if (base + start + i).loadUnaligned(as: UInt64.self) != (other + i).loadUnaligned(as: UInt64.self) { return false }
             i += 8
         }
         while i < count {
-            if a[i] != b[i] { return false }
+            if base.load(fromByteOffset: start + i, as: UInt8.self) != other.load(fromByteOffset: i, as: UInt8.self) { return false }
             i += 1
         }
         return true

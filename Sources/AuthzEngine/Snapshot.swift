@@ -26,30 +26,49 @@ public final class Snapshot: Sendable {
     public let assetIds: IdIndex
     public let projectIds: IdIndex
 
-    // Users.
-    let userRole: [Role]
-    let userActive: [Bool]
-    let userRoleSource: [RoleSource]
-    let userPlanDowngrade: [Bool]
-    let userGroupStart: [Int32]
+    // Everything one decision reads about a user, a project or an asset sits in one record,
+    // so a decision touches few cache lines. Grants are packed as `principal << 3 | level`,
+    // sorted, so a project's grants are one contiguous run of 32-bit words.
+
+    struct UserRecord {
+        var groupStart: Int32 = 0
+        var groupEnd: Int32 = 0
+        var role: Role = .guest
+        var active = false
+        var roleSource: RoleSource = .inviteDefault
+        var planDowngrade = false
+    }
+
+    struct ProjectRecord {
+        var owner: Int32 = -1
+        var userGrantStart: Int32 = 0
+        var userGrantEnd: Int32 = 0
+        var groupGrantStart: Int32 = 0
+        var groupGrantEnd: Int32 = 0
+        var assetStart: Int32 = 0
+        var assetEnd: Int32 = 0
+        var workspaceAccess: Level = .none
+        var publicAccess: Level = .none
+    }
+
+    struct AssetRecord {
+        var groupStart: Int32 = 0
+        var groupEnd: Int32 = 0
+        var builtins: UInt8 = 0
+    }
+
+    let users: [UserRecord]
+    /// Each user's custom groups, sorted (slices given by `UserRecord`).
     let userGroups: [Int32]
-
-    // Assets.
-    let assetBuiltins: [UInt8]
-    let assetGroupStart: [Int32]
+    let assets: [AssetRecord]
+    /// Each asset's custom groups, sorted.
     let assetGroups: [Int32]
-
-    // Projects.
-    let projectOwner: [Int32]
-    let projectWorkspaceAccess: [Level]
-    let projectPublicAccess: [Level]
-    let userGrantStart: [Int32]
-    let userGrantUser: [Int32]
-    let userGrantLevel: [Level]
-    let groupGrantStart: [Int32]
-    let groupGrantGroup: [Int32]
-    let groupGrantLevel: [Level]
-    let projectAssetStart: [Int32]
+    let projects: [ProjectRecord]
+    /// `user << 3 | level`, sorted per project, one entry per user (the highest level).
+    let userGrants: [UInt32]
+    /// `group << 3 | level`, sorted per project, one entry per group (the highest level).
+    let groupGrants: [UInt32]
+    /// Each project's assets, sorted (= id order).
     let projectAssets: [Int32]
 
     /// Grants as given in the workspace (before merging duplicates).
@@ -92,6 +111,8 @@ public final class Snapshot: Sendable {
         self.projectIds = projectIds
 
         let userCount = workspace.users.count
+        // Grants pack a principal index and a level into 32 bits.
+        precondition(userCount < 1 << 29 && workspace.groups.count < 1 << 29, "more than 2^29 users or groups")
         let builtinByName: [String: BuiltinGroup] = Dictionary(uniqueKeysWithValues: BuiltinGroup.allCases.map { ($0.name, $0) })
 
         // Group memberships, as (user, group) pairs → CSR by user.
@@ -108,7 +129,6 @@ public final class Snapshot: Sendable {
             }
         }
         let (userGroupStart, userGroups) = Self.csr(pairs: &membership, rows: userCount)
-        self.userGroupStart = userGroupStart
         self.userGroups = userGroups
 
         // Roles (RULES.md §2).
@@ -124,12 +144,13 @@ public final class Snapshot: Sendable {
         }
         let allowedDomains = Set(settings.allowedDomains.map { Self.lowercasedASCII($0) })
         let defaultDomainRole = settings.defaultDomainRole
-        var userRole = [Role](repeating: .guest, count: userCount)
-        var userRoleSource = [RoleSource](repeating: .inviteDefault, count: userCount)
-        var userPlanDowngrade = [Bool](repeating: false, count: userCount)
-        var userActive = [Bool](repeating: false, count: userCount)
+        var users = [UserRecord](repeating: UserRecord(), count: userCount)
+        for u in 0 ..< userCount {
+            users[u].groupStart = userGroupStart[u]
+            users[u].groupEnd = userGroupStart[u + 1]
+        }
         for (u, user) in workspace.users.enumerated() where userIds.lookup(user.id) == Int32(u) {
-            userActive[u] = user.active
+            users[u].active = user.active
             var role: Role
             var source: RoleSource
             if user.origin == .directory {
@@ -160,16 +181,13 @@ public final class Snapshot: Sendable {
             }
             if role == .explorer, !plan.hasExplorerRole {
                 role = .viewer
-                userPlanDowngrade[u] = true
+                users[u].planDowngrade = true
                 warnings.append("users[\(u)]: role explorer of '\(user.id)' downgraded to viewer: plan \(plan.name) has no Explorer role")
             }
-            userRole[u] = role
-            userRoleSource[u] = source
+            users[u].role = role
+            users[u].roleSource = source
         }
-        self.userRole = userRole
-        self.userRoleSource = userRoleSource
-        self.userPlanDowngrade = userPlanDowngrade
-        self.userActive = userActive
+        self.users = users
 
         // Assets (indexed in id order).
         var assetBuiltins = [UInt8](repeating: 0, count: assetIds.count)
@@ -190,8 +208,9 @@ public final class Snapshot: Sendable {
             }
         }
         let (assetGroupStart, assetGroups) = Self.csr(pairs: &assetGroupPairs, rows: assetIds.count)
-        self.assetBuiltins = assetBuiltins
-        self.assetGroupStart = assetGroupStart
+        self.assets = (0 ..< assetIds.count).map {
+            AssetRecord(groupStart: assetGroupStart[$0], groupEnd: assetGroupStart[$0 + 1], builtins: assetBuiltins[$0])
+        }
         self.assetGroups = assetGroups
 
         // Projects.
@@ -244,13 +263,22 @@ public final class Snapshot: Sendable {
                 projectAssetPairs.append(UInt64(p) << 32 | UInt64(UInt32(a)))
             }
         }
-        self.projectOwner = projectOwner
-        self.projectWorkspaceAccess = projectWorkspaceAccess
-        self.projectPublicAccess = projectPublicAccess
         self.grantCount = grantCount
-        (self.userGrantStart, self.userGrantUser, self.userGrantLevel) = Self.grantCSR(pairs: &userGrantPairs, rows: projectCount)
-        (self.groupGrantStart, self.groupGrantGroup, self.groupGrantLevel) = Self.grantCSR(pairs: &groupGrantPairs, rows: projectCount)
-        (self.projectAssetStart, self.projectAssets) = Self.csr(pairs: &projectAssetPairs, rows: projectCount)
+        let (userGrantStart, userGrants) = Self.grantCSR(pairs: &userGrantPairs, rows: projectCount)
+        let (groupGrantStart, groupGrants) = Self.grantCSR(pairs: &groupGrantPairs, rows: projectCount)
+        let (projectAssetStart, projectAssets) = Self.csr(pairs: &projectAssetPairs, rows: projectCount)
+        self.projects = (0 ..< projectCount).map { p in
+            ProjectRecord(
+                owner: projectOwner[p],
+                userGrantStart: userGrantStart[p], userGrantEnd: userGrantStart[p + 1],
+                groupGrantStart: groupGrantStart[p], groupGrantEnd: groupGrantStart[p + 1],
+                assetStart: projectAssetStart[p], assetEnd: projectAssetStart[p + 1],
+                workspaceAccess: projectWorkspaceAccess[p], publicAccess: projectPublicAccess[p]
+            )
+        }
+        self.userGrants = userGrants
+        self.groupGrants = groupGrants
+        self.projectAssets = projectAssets
         self.warnings = warnings
     }
 
@@ -271,14 +299,12 @@ public final class Snapshot: Sendable {
     }
 
     /// Sorts `(row << 32 | principal << 3 | level)` triples and returns CSR arrays holding,
-    /// per row, each principal once with its highest level.
-    private static func grantCSR(pairs: inout [UInt64], rows: Int) -> (start: [Int32], principals: [Int32], levels: [Level]) {
+    /// per row, each principal once with its highest level, packed as `principal << 3 | level`.
+    private static func grantCSR(pairs: inout [UInt64], rows: Int) -> (start: [Int32], grants: [UInt32]) {
         pairs.sort()
         var start = [Int32](repeating: 0, count: rows + 1)
-        var principals: [Int32] = []
-        var levels: [Level] = []
-        principals.reserveCapacity(pairs.count)
-        levels.reserveCapacity(pairs.count)
+        var grants: [UInt32] = []
+        grants.reserveCapacity(pairs.count)
         var index = 0
         while index < pairs.count {
             let key = pairs[index] >> 3
@@ -286,12 +312,11 @@ public final class Snapshot: Sendable {
             while index + 1 < pairs.count, pairs[index + 1] >> 3 == key { index += 1 }
             let pair = pairs[index]
             start[Int(pair >> 32) + 1] += 1
-            principals.append(Int32(truncatingIfNeeded: (pair & 0xffff_ffff) >> 3))
-            levels.append(Level(rawValue: UInt8(pair & 7)) ?? .none)
+            grants.append(UInt32(truncatingIfNeeded: pair & 0xffff_ffff))
             index += 1
         }
         for row in 0 ..< rows { start[row + 1] += start[row] }
-        return (start, principals, levels)
+        return (start, grants)
     }
 
     static func emailDomain(_ email: String) -> String {
@@ -333,47 +358,45 @@ public final class Snapshot: Sendable {
     public func effectivePermission(_ user: UserKey, _ project: EntityKey) -> PermissionDecision {
         // Step 1: unknown ids, inactive users, the anonymous viewer.
         guard project.isKnown else { return PermissionDecision(.unknownProject, .none) }
-        let p = Int(project.raw)
+        let record = projects[Int(project.raw)]
         if user == .unknown { return PermissionDecision(.unknownUser, .none) }
         if user == .anonymous {
-            let level = projectPublicAccess[p]
+            let level = record.publicAccess
             return level > .none ? PermissionDecision(.publicShare, level) : PermissionDecision(.noGrant, .none)
         }
-        let u = Int(user.raw)
-        guard userActive[u] else { return PermissionDecision(.userInactive, .none) }
-        let role = userRole[u]
+        let member = users[Int(user.raw)]
+        guard member.active else { return PermissionDecision(.userInactive, .none) }
+        let role = member.role
 
         // Step 2: the granted level; ties keep the earlier source.
         var level = Level.none
         var reason = Reason.noGrant
         var subject: Int32 = -1
-        if projectOwner[p] == user.raw {
+        if record.owner == user.raw {
             level = .fullAccess
             reason = .owner
         }
-        if level < .fullAccess, let granted = userGrant(project: p, user: user.raw), granted > level {
+        if level < .fullAccess, let granted = userGrant(record, user: user.raw), granted > level {
             level = granted
             reason = .userGrant
         }
         if role != .guest {
             if level < .fullAccess {
-                let (granted, group) = groupGrant(project: p, user: u)
+                let (granted, group) = groupGrant(record, member)
                 if granted > level {
                     level = granted
                     reason = .groupGrant
                     subject = group
                 }
             }
-            let shared = projectWorkspaceAccess[p]
-            if shared > level {
-                level = shared
+            if record.workspaceAccess > level {
+                level = record.workspaceAccess
                 reason = .workspaceShare
                 subject = -1
             }
         }
-        let published = projectPublicAccess[p]
-        if published > level {
-            level = published
+        if record.publicAccess > level {
+            level = record.publicAccess
             reason = .publicShare
             subject = -1
         }
@@ -398,11 +421,11 @@ public final class Snapshot: Sendable {
         }
         // Step 6: an asset the user cannot access caps the level at can_view.
         if level > .canView, role != .admin {
-            for k in Int(projectAssetStart[p]) ..< Int(projectAssetStart[p + 1]) {
-                let a = Int(projectAssets[k])
-                if !isInAssetGroups(user: u, role: role, asset: a) {
+            for k in Int(record.assetStart) ..< Int(record.assetEnd) {
+                let a = projectAssets[k]
+                if !isInAssetGroups(member, asset: Int(a)) {
                     level = .canView
-                    trace.append(TraceStep(reason: .assetDowngrade, level: level, subject: Int32(a)))
+                    trace.append(TraceStep(reason: .assetDowngrade, level: level, subject: a))
                     break
                 }
             }
@@ -425,67 +448,68 @@ public final class Snapshot: Sendable {
         }
     }
 
-    /// The level granted to `user` directly on project `p`, by binary search.
+    /// The level granted to `user` directly on the project, by binary search.
     @inline(__always)
-    private func userGrant(project p: Int, user: Int32) -> Level? {
-        var low = Int(userGrantStart[p])
-        var high = Int(userGrantStart[p + 1])
+    private func userGrant(_ record: ProjectRecord, user: Int32) -> Level? {
+        var low = Int(record.userGrantStart)
+        var high = Int(record.userGrantEnd)
+        let key = UInt32(user)
         while low < high {
             let mid = (low + high) >> 1
-            let candidate = userGrantUser[mid]
-            if candidate == user { return userGrantLevel[mid] }
-            if candidate < user { low = mid + 1 } else { high = mid }
+            let candidate = userGrants[mid] >> 3
+            if candidate == key { return Level(rawValue: UInt8(userGrants[mid] & 7)) }
+            if candidate < key { low = mid + 1 } else { high = mid }
         }
         return nil
     }
 
-    /// The highest level granted on project `p` to a group `u` belongs to, and that group
-    /// (the lowest index among equals), by merging two sorted lists.
+    /// The highest level granted on the project to a group the user belongs to, and that
+    /// group (the lowest index among equals), by merging two sorted lists.
     @inline(__always)
-    private func groupGrant(project p: Int, user u: Int) -> (Level, Int32) {
-        var i = Int(groupGrantStart[p])
-        let iEnd = Int(groupGrantStart[p + 1])
-        var j = Int(userGroupStart[u])
-        let jEnd = Int(userGroupStart[u + 1])
-        var best = Level.none
+    private func groupGrant(_ record: ProjectRecord, _ member: UserRecord) -> (Level, Int32) {
+        var i = Int(record.groupGrantStart)
+        let iEnd = Int(record.groupGrantEnd)
+        var j = Int(member.groupStart)
+        let jEnd = Int(member.groupEnd)
+        var best: UInt32 = 0
         var group: Int32 = -1
         while i < iEnd, j < jEnd {
-            let granted = groupGrantGroup[i]
-            let member = userGroups[j]
-            if granted == member {
-                let level = groupGrantLevel[i]
-                if level > best {
-                    best = level
+            let grant = groupGrants[i]
+            let granted = Int32(bitPattern: grant >> 3)
+            let belongs = userGroups[j]
+            if granted == belongs {
+                if grant & 7 > best {
+                    best = grant & 7
                     group = granted
                 }
                 i += 1
                 j += 1
-            } else if granted < member {
+            } else if granted < belongs {
                 i += 1
             } else {
                 j += 1
             }
         }
-        return (best, group)
+        return (Level(rawValue: UInt8(best)) ?? .none, group)
     }
 
     /// RULES.md §5 step 3 for an active, known user: membership of at least one of the
     /// asset's groups, built-in or custom.
     @inline(__always)
-    private func isInAssetGroups(user u: Int, role: Role, asset a: Int) -> Bool {
-        let builtins = assetBuiltins[a]
-        if builtins & BuiltinGroup.public.maskBit != 0 { return true }
-        let roleGroup = role == .guest ? BuiltinGroup.workspaceGuests : BuiltinGroup.workspace
-        if builtins & roleGroup.maskBit != 0 { return true }
-        var i = Int(assetGroupStart[a])
-        let iEnd = Int(assetGroupStart[a + 1])
-        var j = Int(userGroupStart[u])
-        let jEnd = Int(userGroupStart[u + 1])
+    private func isInAssetGroups(_ member: UserRecord, asset a: Int) -> Bool {
+        let asset = assets[a]
+        if asset.builtins & BuiltinGroup.public.maskBit != 0 { return true }
+        let roleGroup = member.role == .guest ? BuiltinGroup.workspaceGuests : BuiltinGroup.workspace
+        if asset.builtins & roleGroup.maskBit != 0 { return true }
+        var i = Int(asset.groupStart)
+        let iEnd = Int(asset.groupEnd)
+        var j = Int(member.groupStart)
+        let jEnd = Int(member.groupEnd)
         while i < iEnd, j < jEnd {
             let allowed = assetGroups[i]
-            let member = userGroups[j]
-            if allowed == member { return true }
-            if allowed < member { i += 1 } else { j += 1 }
+            let belongs = userGroups[j]
+            if allowed == belongs { return true }
+            if allowed < belongs { i += 1 } else { j += 1 }
         }
         return false
     }
@@ -503,21 +527,20 @@ public final class Snapshot: Sendable {
         var decision: AccessDecision
         if user == .unknown { return AccessDecision(.none, .unknownUser) }
         if user == .anonymous {
-            decision = assetBuiltins[a] & BuiltinGroup.public.maskBit != 0
+            decision = assets[a].builtins & BuiltinGroup.public.maskBit != 0
                 ? AccessDecision(.view, .anonymousPublic) : AccessDecision(.none, .notInAssetGroups)
         } else {
-            let u = Int(user.raw)
-            guard userActive[u] else { return AccessDecision(.none, .userInactive) }
-            let role = userRole[u]
-            if role == .admin {
+            let member = users[Int(user.raw)]
+            guard member.active else { return AccessDecision(.none, .userInactive) }
+            if member.role == .admin {
                 // Step 2.
                 decision = AccessDecision(.use, .admin)
-            } else if !isInAssetGroups(user: u, role: role, asset: a) {
+            } else if !isInAssetGroups(member, asset: a) {
                 // Step 3.
                 return AccessDecision(.none, .notInAssetGroups)
             } else {
                 // Step 4: roles that can hold can_edit use; explorers and viewers view.
-                decision = role.levelCap >= .canEdit ? AccessDecision(.use, .groupAccess) : AccessDecision(.view, .roleCannotUse)
+                decision = member.role.levelCap >= .canEdit ? AccessDecision(.use, .groupAccess) : AccessDecision(.view, .roleCannotUse)
             }
         }
         guard decision.access > .none, let project else { return decision }
@@ -535,32 +558,31 @@ public final class Snapshot: Sendable {
 
     public func seatType(_ user: UserKey) -> SeatDecision {
         guard user.isKnownUser else { return .none }
-        let u = Int(user.raw)
-        guard userActive[u] else { return .none }
-        let role = userRole[u]
+        let member = users[Int(user.raw)]
+        guard member.active else { return .none }
         let seat: Seat
         let paid: Bool
-        switch role {
+        switch member.role {
         case .admin, .manager, .editor: (seat, paid) = (.paidAuthor, true)
         case .explorer: (seat, paid) = (.paidExplorer, true)
         case .viewer: (seat, paid) = (.viewer, viewerSeatsPaid)
         case .guest: (seat, paid) = (.guest, false)
         }
-        return SeatDecision(seat: seat, paid: paid, role: role, roleSource: userRoleSource[u], planDowngrade: userPlanDowngrade[u])
+        return SeatDecision(seat: seat, paid: paid, role: member.role, roleSource: member.roleSource, planDowngrade: member.planDowngrade)
     }
 
     public func capabilities(user: String) -> CapabilitySet { capabilities(userKey(user)) }
 
     /// The capabilities of the user's resolved role; none for unknown, inactive or anonymous.
     public func capabilities(_ user: UserKey) -> CapabilitySet {
-        guard user.isKnownUser, userActive[Int(user.raw)] else { return .empty }
-        return CapabilitySet(role: userRole[Int(user.raw)])
+        role(user).map { CapabilitySet(role: $0) } ?? .empty
     }
 
     /// The resolved role of an active, known user.
     public func role(_ user: UserKey) -> Role? {
-        guard user.isKnownUser, userActive[Int(user.raw)] else { return nil }
-        return userRole[Int(user.raw)]
+        guard user.isKnownUser else { return nil }
+        let member = users[Int(user.raw)]
+        return member.active ? member.role : nil
     }
 
     // MARK: - Footprint
@@ -569,10 +591,7 @@ public final class Snapshot: Sendable {
     public var footprint: Int {
         func bytes<T>(_ array: [T]) -> Int { array.capacity * MemoryLayout<T>.stride }
         return userIds.footprint + groupIds.footprint + assetIds.footprint + projectIds.footprint
-            + bytes(userRole) + bytes(userActive) + bytes(userRoleSource) + bytes(userPlanDowngrade)
-            + bytes(userGroupStart) + bytes(userGroups) + bytes(assetBuiltins) + bytes(assetGroupStart)
-            + bytes(assetGroups) + bytes(projectOwner) + bytes(projectWorkspaceAccess) + bytes(projectPublicAccess)
-            + bytes(userGrantStart) + bytes(userGrantUser) + bytes(userGrantLevel) + bytes(groupGrantStart)
-            + bytes(groupGrantGroup) + bytes(groupGrantLevel) + bytes(projectAssetStart) + bytes(projectAssets)
+            + bytes(users) + bytes(userGroups) + bytes(assets) + bytes(assetGroups)
+            + bytes(projects) + bytes(userGrants) + bytes(groupGrants) + bytes(projectAssets)
     }
 }
