@@ -1,0 +1,348 @@
+// One connection's request path, on its event loop: payload → WireRequest (protobuf-c) →
+// engine → WireResponse encoded straight into the outbound buffer; one write and ONE
+// flush per read batch. Also the connection's guards: back-pressure (no reads while the
+// channel is not writable), the idle timeout, framing errors, graceful drain.
+
+import AuthzEngine
+import AuthzWire
+import Logging
+import NIOCore
+import Synchronization
+
+/// State shared by every connection of one server.
+final class ServerContext: Sendable {
+    let configuration: ServerConfiguration
+    let snapshots: SnapshotHolder
+    let logger: Logger
+    let startedAt: ContinuousClock.Instant
+    let connectionsOpen = Atomic<Int>(0)
+    let requestsServed = Atomic<UInt64>(0)
+    let nextConnectionID = Atomic<UInt64>(1)
+
+    init(configuration: ServerConfiguration, snapshots: SnapshotHolder, logger: Logger) {
+        self.configuration = configuration
+        self.snapshots = snapshots
+        self.logger = logger
+        self.startedAt = .now
+    }
+
+    func status() -> WireResponse.StatusResult {
+        let state = snapshots.current
+        let now = WallClock.nowUnixMs()
+        let snapshot = state.snapshot
+        let uptime = ContinuousClock.now - startedAt
+        return WireResponse.StatusResult(
+            snapshotVersion: snapshot?.version ?? 0,
+            loadedAtUnixMs: state.loadedAtUnixMs,
+            users: UInt64(snapshot?.userCount ?? 0),
+            groups: UInt64(snapshot?.groupCount ?? 0),
+            assets: UInt64(snapshot?.assetCount ?? 0),
+            projects: UInt64(snapshot?.projectCount ?? 0),
+            grants: UInt64(snapshot?.grantCount ?? 0),
+            lastLoadError: state.lastLoadError ?? "",
+            lastLoadAttemptUnixMs: state.lastLoadAttemptUnixMs,
+            staleForMs: state.staleForMs(now: now),
+            uptimeMs: UInt64(max(0, uptime.components.seconds)) * 1000
+                + UInt64(max(0, uptime.components.attoseconds)) / 1_000_000_000_000_000,
+            connectionsOpen: UInt64(max(0, connectionsOpen.load(ordering: .relaxed))),
+            requestsServed: requestsServed.load(ordering: .relaxed))
+    }
+}
+
+final class ConnectionHandler: ChannelDuplexHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private enum State {
+        /// Serving.
+        case open
+        /// Graceful shutdown: finish the frame being received, then close.
+        case draining
+        /// Closing after the last response is flushed; reads nothing more.
+        case closing
+    }
+
+    /// Responses are written (not flushed) once this many bytes are pending in a batch.
+    private static let writeThreshold = 64 * 1024
+
+    private let server: ServerContext
+    private let decoder: FrameDecoder
+    private var logger: Logger
+    private let maxBatchChecks: Int
+    private let idleTimeout: TimeAmount?
+
+    private var state = State.open
+    /// Responses of the current read batch not yet written.
+    private var output: ByteBuffer?
+    /// Written but not flushed.
+    private var needsFlush = false
+    /// Requests answered and not yet added to the server's counter.
+    private var unreportedRequests: UInt64 = 0
+    /// The snapshot read for the current read batch (read once per batch).
+    private var batchSnapshot: Snapshot?
+    private var batchSnapshotRead = false
+    /// A read was requested while the channel was not writable.
+    private var pendingRead = false
+    private var lastActivity = NIODeadline.now()
+    private var idleTask: Scheduled<Void>?
+    /// At most one log line per connection for errors.
+    private var errorLogged = false
+    private var closeScheduled = false
+
+    init(server: ServerContext, decoder: FrameDecoder, connectionID: UInt64) {
+        self.server = server
+        self.decoder = decoder
+        self.maxBatchChecks = server.configuration.maxBatchSize
+        self.idleTimeout = server.configuration.idleTimeout.map { TimeAmount($0) }
+        var logger = server.logger
+        logger[metadataKey: "connection"] = "\(connectionID)"
+        self.logger = logger
+    }
+
+    // MARK: Lifecycle
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { start(context) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        start(context)
+        context.fireChannelActive()
+    }
+
+    private func start(_ context: ChannelHandlerContext) {
+        guard idleTask == nil, let idleTimeout else { return }
+        lastActivity = .now()
+        scheduleIdleCheck(context, at: lastActivity + idleTimeout)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        state = .closing
+        idleTask?.cancel()
+        idleTask = nil
+        reportRequests()
+        logger.debug("connection closed")
+        context.fireChannelInactive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        idleTask?.cancel()
+        idleTask = nil
+    }
+
+    // MARK: Requests
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard state != .closing else { return }
+        let payload = Self.unwrapInboundIn(data)
+        let maxBatchChecks = self.maxBatchChecks
+        let decoded = payload.withUnsafeReadableBytes { bytes in
+            Result { () throws(WireRequestError) -> WireRequest in
+                try WireRequest(decoding: bytes, maxBatchChecks: maxBatchChecks)
+            }
+        }
+        let response: WireResponse
+        switch decoded {
+        case .success(let request):
+            if !batchSnapshotRead {
+                batchSnapshot = server.snapshots.snapshot
+                batchSnapshotRead = true
+            }
+            if case .status = request.method { reportRequests() }
+            let server = self.server
+            response = RequestProcessor.respond(
+                to: request, snapshot: batchSnapshot,
+                lastLoadError: { server.snapshots.current.lastLoadError },
+                status: { server.status() })
+        case .failure(let failure):
+            response = WireResponse(replyingTo: failure)
+        }
+        append(response, context)
+        unreportedRequests += 1
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        lastActivity = .now()
+        batchSnapshot = nil
+        batchSnapshotRead = false
+        // Counted before the answers go out, so a client that saw them sees them counted.
+        reportRequests()
+        if state != .closing {
+            writeOutput(context)
+            if needsFlush {
+                needsFlush = false
+                context.flush()
+            }
+        }
+        if state == .draining, !decoder.holdsPartialFrame {
+            closeAfterFlushing(context)
+        }
+        context.fireChannelReadComplete()
+    }
+
+    /// Encodes `response` at the end of the batch's output buffer.
+    private func append(_ response: WireResponse, _ context: ChannelHandlerContext) {
+        let size = response.encodedSize()
+        var buffer = output.take() ?? context.channel.allocator.buffer(capacity: max(size, 1024))
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: size) { destination in
+            response.encode(into: destination)
+        }
+        output = buffer
+        if buffer.readableBytes >= Self.writeThreshold { writeOutput(context) }
+    }
+
+    private func writeOutput(_ context: ChannelHandlerContext) {
+        guard let buffer = output.take(), buffer.readableBytes > 0 else { return }
+        context.write(Self.wrapOutboundOut(buffer), promise: nil)
+        needsFlush = true
+    }
+
+    private func reportRequests() {
+        guard unreportedRequests > 0 else { return }
+        server.requestsServed.add(unreportedRequests, ordering: .relaxed)
+        unreportedRequests = 0
+    }
+
+    // MARK: Back-pressure
+
+    func read(context: ChannelHandlerContext) {
+        guard state != .closing else { return }
+        guard context.channel.isWritable else {
+            pendingRead = true
+            return
+        }
+        context.read()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable, pendingRead, state != .closing {
+            pendingRead = false
+            context.read()
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    // MARK: Errors, idle timeout, shutdown
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if let framing = error as? FrameDecodingError {
+            // The stream cannot be trusted: answer once with call id 0, then close.
+            guard state != .closing else { return }
+            logOnce(.notice, "closing connection: \(framing.error.code.name): \(framing.error.message)")
+            writeOutput(context)
+            append(WireResponse(callId: 0, error: framing.error), context)
+            closeAfterFlushing(context)
+            return
+        }
+        if error is ByteToMessageDecoderError {
+            // Bytes after a framing error, while the connection is closing.
+            return
+        }
+        if state != .closing {
+            logOnce(.info, "connection error: \(error)")
+        }
+        state = .closing
+        context.close(promise: nil)
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? ChannelEvent, event == .inputClosed {
+            // The client sent everything it will send: answer it all, then close.
+            closeAfterFlushing(context)
+            return
+        }
+        if event is ChannelShouldQuiesceEvent {
+            guard state == .open else { return }
+            state = .draining
+            if !decoder.holdsPartialFrame { closeAfterFlushing(context) }
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    /// Writes what is pending, then closes once every earlier write has completed.
+    private func closeAfterFlushing(_ context: ChannelHandlerContext) {
+        state = .closing
+        guard !closeScheduled else { return }
+        closeScheduled = true
+        let buffer = output.take() ?? context.channel.allocator.buffer(capacity: 0)
+        needsFlush = false
+        context.writeAndFlush(Self.wrapOutboundOut(buffer)).assumeIsolated().whenComplete { _ in
+            context.close(promise: nil)
+        }
+    }
+
+    private func scheduleIdleCheck(_ context: ChannelHandlerContext, at deadline: NIODeadline) {
+        idleTask = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) {
+            self.checkIdle(context)
+        }
+    }
+
+    private func checkIdle(_ context: ChannelHandlerContext) {
+        idleTask = nil
+        guard let idleTimeout, context.channel.isActive else { return }
+        let deadline = lastActivity + idleTimeout
+        if NIODeadline.now() < deadline {
+            scheduleIdleCheck(context, at: deadline)
+            return
+        }
+        if decoder.holdsPartialFrame {
+            logOnce(.info, "closing connection: idle for \(idleTimeout) in the middle of a frame")
+        } else {
+            logger.debug("closing idle connection")
+        }
+        state = .closing
+        context.close(promise: nil)
+    }
+
+    private func logOnce(_ level: Logger.Level, _ message: @autoclosure () -> String) {
+        guard !errorLogged else { return }
+        errorLogged = true
+        logger.log(level: level, "\(message())")
+    }
+}
+
+/// Answers a connection over the limit with RESOURCE_EXHAUSTED (call id 0) and closes it.
+final class RejectConnectionHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private let limit: Int
+    private var answered = false
+
+    init(limit: Int) {
+        self.limit = limit
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { reject(context) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        reject(context)
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        // Requests on a rejected connection are not read.
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+
+    private func reject(_ context: ChannelHandlerContext) {
+        guard !answered else { return }
+        answered = true
+        let response = WireResponse(
+            callId: 0,
+            error: WireError(.resourceExhausted, "too many connections: this server accepts at most \(limit) at once"))
+        let size = response.encodedSize()
+        var buffer = context.channel.allocator.buffer(capacity: size)
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: size) { response.encode(into: $0) }
+        context.writeAndFlush(Self.wrapOutboundOut(buffer)).assumeIsolated().whenComplete { _ in
+            context.close(promise: nil)
+        }
+    }
+}

@@ -1,0 +1,274 @@
+// The server's configuration, and how authzd builds it from command-line flags and
+// AUTHZD_* environment variables (a flag wins over its variable, which wins over the
+// default). Parsing lives here, not in the executable, so it is tested like the rest.
+
+/// Everything `SidecarServer` needs to know, with production defaults.
+public struct ServerConfiguration: Sendable, Equatable {
+    /// The Unix domain socket path to listen on.
+    public var socketPath: String
+    /// Permission bits applied to the socket file after bind (connecting needs write).
+    public var socketMode: UInt32
+    /// The group the socket file is given after bind; nil keeps the process's group.
+    public var socketGroup: SocketGroup?
+    /// The workspace database the snapshot is loaded from (read-only).
+    public var databasePath: String
+    /// Exit at start when the database cannot be loaded, instead of serving UNAVAILABLE.
+    public var requireDatabase: Bool
+    /// The largest request payload accepted, in bytes (the frame header excluded).
+    public var maxFrameSize: Int
+    /// The most checks one Batch request may carry.
+    public var maxBatchSize: Int
+    /// Connections served at once; the next one is answered RESOURCE_EXHAUSTED and closed.
+    public var maxConnections: Int
+    /// A connection that sends nothing for this long is closed; nil: never.
+    public var idleTimeout: Duration?
+    /// How long a graceful shutdown waits for connections to finish before closing them.
+    public var shutdownGracePeriod: Duration
+    /// Outbound bytes queued per connection above which the server stops reading from it
+    /// until they drain below `writeBufferLowWaterMark`.
+    public var writeBufferHighWaterMark: Int
+    public var writeBufferLowWaterMark: Int
+    /// The listen(2) backlog (the kernel caps it at net.core.somaxconn).
+    public var listenBacklog: Int
+
+    public static let defaultSocketMode: UInt32 = 0o660
+    public static let defaultMaxFrameSize = 64 * 1024
+    public static let defaultMaxBatchSize = 256
+    public static let defaultMaxConnections = 1024
+    public static let defaultIdleTimeout: Duration = .seconds(300)
+    public static let defaultShutdownGracePeriod: Duration = .seconds(10)
+
+    public init(
+        socketPath: String,
+        databasePath: String,
+        socketMode: UInt32 = ServerConfiguration.defaultSocketMode,
+        socketGroup: SocketGroup? = nil,
+        requireDatabase: Bool = false,
+        maxFrameSize: Int = ServerConfiguration.defaultMaxFrameSize,
+        maxBatchSize: Int = ServerConfiguration.defaultMaxBatchSize,
+        maxConnections: Int = ServerConfiguration.defaultMaxConnections,
+        idleTimeout: Duration? = ServerConfiguration.defaultIdleTimeout,
+        shutdownGracePeriod: Duration = ServerConfiguration.defaultShutdownGracePeriod,
+        writeBufferHighWaterMark: Int = 64 * 1024,
+        writeBufferLowWaterMark: Int = 32 * 1024,
+        listenBacklog: Int = 4096
+    ) {
+        self.socketPath = socketPath
+        self.databasePath = databasePath
+        self.socketMode = socketMode
+        self.socketGroup = socketGroup
+        self.requireDatabase = requireDatabase
+        self.maxFrameSize = maxFrameSize
+        self.maxBatchSize = maxBatchSize
+        self.maxConnections = maxConnections
+        self.idleTimeout = idleTimeout
+        self.shutdownGracePeriod = shutdownGracePeriod
+        self.writeBufferHighWaterMark = writeBufferHighWaterMark
+        self.writeBufferLowWaterMark = writeBufferLowWaterMark
+        self.listenBacklog = listenBacklog
+    }
+
+    /// Throws every problem with the values as one error; returns when the configuration is usable.
+    public func validate() throws(ConfigurationError) {
+        var problems: [String] = []
+        if socketPath.isEmpty { problems.append("the socket path is empty") }
+        if socketPath.utf8.count > SocketFile.maxPathLength {
+            problems.append(
+                "the socket path is \(socketPath.utf8.count) bytes; Unix domain socket paths are limited to \(SocketFile.maxPathLength)")
+        }
+        if socketMode > 0o7777 { problems.append("socket mode \(String(socketMode, radix: 8)) is not a permission mode") }
+        if databasePath.isEmpty { problems.append("the database path is empty") }
+        if maxFrameSize < 16 || maxFrameSize > 64 * 1024 * 1024 {
+            problems.append("max frame size \(maxFrameSize) is outside 16...\(64 * 1024 * 1024)")
+        }
+        if maxBatchSize < 1 { problems.append("max batch size \(maxBatchSize) must be at least 1") }
+        if maxConnections < 1 { problems.append("max connections \(maxConnections) must be at least 1") }
+        if let idleTimeout, idleTimeout <= .zero { problems.append("the idle timeout must be positive (or none)") }
+        if shutdownGracePeriod < .zero { problems.append("the shutdown grace period is negative") }
+        if writeBufferLowWaterMark < 0 || writeBufferHighWaterMark < writeBufferLowWaterMark {
+            problems.append("write buffer water marks must satisfy 0 <= low <= high")
+        }
+        if listenBacklog < 1 { problems.append("the listen backlog must be at least 1") }
+        if !problems.isEmpty { throw ConfigurationError(problems) }
+    }
+}
+
+/// The group a socket file is given: by name (looked up at bind) or by numeric id.
+public enum SocketGroup: Sendable, Hashable, CustomStringConvertible {
+    case name(String)
+    case id(UInt32)
+
+    /// All digits: an id; anything else: a name.
+    public init?(parsing text: String) {
+        guard !text.isEmpty else { return nil }
+        if text.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }) {
+            guard let id = UInt32(text) else { return nil }
+            self = .id(id)
+        } else {
+            self = .name(text)
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .name(let name): name
+        case .id(let id): String(id)
+        }
+    }
+}
+
+/// Configuration that cannot be used; `problems` lists every reason.
+public struct ConfigurationError: Error, Sendable, Equatable, CustomStringConvertible {
+    public var problems: [String]
+    public init(_ problems: [String]) { self.problems = problems }
+    public init(_ problem: String) { self.problems = [problem] }
+    public var description: String { problems.joined(separator: "; ") }
+}
+
+// MARK: - Flags and environment
+
+/// How log lines are written.
+public enum LogFormat: String, Sendable, CaseIterable {
+    case text
+    case json
+}
+
+/// What authzd runs with: the server configuration and how it logs.
+public struct DaemonSettings: Sendable, Equatable {
+    public var server: ServerConfiguration
+    public var logLevel: LogLevel
+    public var logFormat: LogFormat
+
+    /// swift-log's levels by name, without making every user of this type import Logging.
+    public enum LogLevel: String, Sendable, CaseIterable {
+        case trace, debug, info, notice, warning, error, critical
+    }
+
+    /// One setting: its flag (without `--`) and its environment variable.
+    public enum Key: String, Sendable, CaseIterable {
+        case socket
+        case socketMode = "socket-mode"
+        case socketGroup = "socket-group"
+        case db
+        case requireDatabase = "require-database"
+        case maxFrameSize = "max-frame-size"
+        case maxBatchSize = "max-batch-size"
+        case maxConnections = "max-connections"
+        case idleTimeout = "idle-timeout"
+        case shutdownGracePeriod = "shutdown-grace-period"
+        case logLevel = "log-level"
+        case logFormat = "log-format"
+
+        /// `AUTHZD_` and the flag in upper snake case, e.g. `AUTHZD_MAX_FRAME_SIZE`.
+        public var environmentVariable: String {
+            "AUTHZD_" + String(rawValue.map { $0 == "-" ? "_" : Character($0.uppercased()) })
+        }
+
+        public var flag: String { "--" + rawValue }
+    }
+
+    /// Resolves every setting: `flags[key]` (the text given on the command line) wins over
+    /// `environment[key.environmentVariable]`, which wins over the default. An empty
+    /// environment variable counts as unset. Every bad value is reported, naming where it
+    /// came from.
+    public static func resolve(
+        flags: [Key: String], environment: [String: String]
+    ) throws(ConfigurationError) -> DaemonSettings {
+        var problems: [String] = []
+        func raw(_ key: Key) -> (value: String, source: String)? {
+            if let value = flags[key] { return (value, key.flag) }
+            if let value = environment[key.environmentVariable], !value.isEmpty {
+                return (value, key.environmentVariable)
+            }
+            return nil
+        }
+        func parse<T>(_ key: Key, _ what: String, _ parser: (String) -> T?) -> T? {
+            guard let (value, source) = raw(key) else { return nil }
+            guard let parsed = parser(value) else {
+                problems.append("\(source): '\(value)' is not \(what)")
+                return nil
+            }
+            return parsed
+        }
+
+        let socket = raw(.socket)?.value
+        let db = raw(.db)?.value
+        if socket == nil {
+            problems.append("no socket path: pass \(Key.socket.flag) or set \(Key.socket.environmentVariable)")
+        }
+        if db == nil {
+            problems.append("no database path: pass \(Key.db.flag) or set \(Key.db.environmentVariable)")
+        }
+        var server = ServerConfiguration(socketPath: socket ?? "", databasePath: db ?? "")
+        if let mode = parse(.socketMode, "an octal permission mode such as 0660", Self.parseMode) {
+            server.socketMode = mode
+        }
+        if let group = parse(.socketGroup, "a group name or numeric gid", SocketGroup.init(parsing:)) {
+            server.socketGroup = group
+        }
+        if let require = parse(.requireDatabase, "a boolean (true/false, 1/0, yes/no)", Self.parseBool) {
+            server.requireDatabase = require
+        }
+        if let size = parse(.maxFrameSize, "a byte count", Self.parseCount) { server.maxFrameSize = size }
+        if let size = parse(.maxBatchSize, "a count", Self.parseCount) { server.maxBatchSize = size }
+        if let count = parse(.maxConnections, "a count", Self.parseCount) { server.maxConnections = count }
+        if let timeout = parse(.idleTimeout, "a duration such as 300, 300s, 5m or 500ms", Self.parseDuration) {
+            server.idleTimeout = timeout == .zero ? nil : timeout
+        }
+        if let grace = parse(.shutdownGracePeriod, "a duration such as 10, 10s or 1500ms", Self.parseDuration) {
+            server.shutdownGracePeriod = grace
+        }
+        let levels = LogLevel.allCases.map(\.rawValue).joined(separator: ", ")
+        let level = parse(.logLevel, "a log level (\(levels))") { LogLevel(rawValue: $0.lowercased()) } ?? .info
+        let format = parse(.logFormat, "a log format (text, json)") { LogFormat(rawValue: $0.lowercased()) } ?? .text
+
+        if problems.isEmpty {
+            do {
+                try server.validate()
+            } catch {
+                problems += error.problems
+            }
+        }
+        guard problems.isEmpty else { throw ConfigurationError(problems) }
+        return DaemonSettings(server: server, logLevel: level, logFormat: format)
+    }
+
+    /// An octal mode: `0660`, `660`, `0o660`; at most 0o7777.
+    public static func parseMode(_ text: String) -> UInt32? {
+        var digits = Substring(text)
+        if digits.hasPrefix("0o") || digits.hasPrefix("0O") { digits = digits.dropFirst(2) }
+        guard !digits.isEmpty, digits.count <= 5, let mode = UInt32(digits, radix: 8), mode <= 0o7777 else { return nil }
+        return mode
+    }
+
+    /// A non-negative decimal count.
+    public static func parseCount(_ text: String) -> Int? {
+        guard let value = Int(text), value >= 0 else { return nil }
+        return value
+    }
+
+    public static func parseBool(_ text: String) -> Bool? {
+        switch text.lowercased() {
+        case "1", "true", "yes", "on": true
+        case "0", "false", "no", "off": false
+        default: nil
+        }
+    }
+
+    /// A duration: a number with an optional unit `ms`, `s` (the default), `m` or `h`.
+    /// Fractions are allowed (`1.5s`); negative values are not.
+    public static func parseDuration(_ text: String) -> Duration? {
+        let units: [(suffix: String, milliseconds: Double)] = [("ms", 1), ("s", 1000), ("m", 60_000), ("h", 3_600_000)]
+        var number = Substring(text)
+        var scale = 1000.0
+        for unit in units where text.hasSuffix(unit.suffix) {
+            number = text.dropLast(unit.suffix.count)
+            scale = unit.milliseconds
+            break
+        }
+        guard !number.isEmpty, number.allSatisfy({ $0.isASCII && ($0.isNumber || $0 == ".") }),
+            let value = Double(number), value.isFinite, value >= 0, value * scale <= 1e12
+        else { return nil }
+        return .milliseconds(Int64((value * scale).rounded()))
+    }
+}

@@ -1,0 +1,329 @@
+// The sidecar as a swift-service-lifecycle Service: run() frees the socket path, binds,
+// serves until graceful shutdown, drains, and returns.
+
+public import Logging
+public import NIOCore
+public import NIOPosix
+public import ServiceLifecycle
+import Synchronization
+
+/// The authorization sidecar server on a Unix domain socket.
+///
+/// `run()` binds (replacing a stale socket file, refusing a live one or a non-socket),
+/// serves every connection on its event loop, and on graceful shutdown stops accepting,
+/// removes the socket file, lets each connection finish the request it is receiving and
+/// flush its responses (bounded by `shutdownGracePeriod`), closes them all, and returns.
+/// Task cancellation closes everything at once.
+public final class SidecarServer: Service, Sendable {
+    public let configuration: ServerConfiguration
+    public let snapshots: SnapshotHolder
+    private let context: ServerContext
+    private let eventLoopGroup: any EventLoopGroup
+    private let logger: Logger
+    private let registry = ConnectionRegistry()
+    private let lifecycle = Mutex(Lifecycle())
+    private let ready = ReadySignal()
+
+    private struct Lifecycle {
+        var started = false
+        var stopRequested = false
+        var listener: (any Channel)?
+        var socketIdentity: FileIdentity?
+    }
+
+    /// - Parameters:
+    ///   - configuration: where to listen and the limits to enforce. Not re-validated here
+    ///     beyond what binding needs: call `validate()` first.
+    ///   - snapshots: the snapshot holder requests read (load it before or after `run()`).
+    ///   - eventLoopGroup: the loops connections are served on.
+    public init(
+        configuration: ServerConfiguration,
+        snapshots: SnapshotHolder,
+        eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        logger: Logger = Logger(label: "authzd")
+    ) {
+        self.configuration = configuration
+        self.snapshots = snapshots
+        self.eventLoopGroup = eventLoopGroup
+        self.logger = logger
+        self.context = ServerContext(configuration: configuration, snapshots: snapshots, logger: logger)
+    }
+
+    /// Returns once the server listens (the socket file exists with its permissions), or
+    /// throws the error that stopped `run()` before it could.
+    public func waitUntilListening() async throws {
+        try await ready.wait()
+    }
+
+    /// The server's counters, as a Status request reports them.
+    public var status: StatusSummary {
+        let result = context.status()
+        return StatusSummary(
+            snapshotVersion: result.snapshotVersion, connectionsOpen: Int(result.connectionsOpen),
+            requestsServed: result.requestsServed)
+    }
+
+    /// A few counters for logs and tests (the full set is the Status request's).
+    public struct StatusSummary: Sendable, Equatable {
+        public var snapshotVersion: UInt64
+        public var connectionsOpen: Int
+        public var requestsServed: UInt64
+    }
+
+    // MARK: - Service
+
+    public func run() async throws {
+        let firstRun = lifecycle.withLock { state in
+            defer { state.started = true }
+            return !state.started
+        }
+        guard firstRun else {
+            throw ServerError(.bind, "SidecarServer.run() was called twice; create a new server instead")
+        }
+        let listener: any Channel
+        do {
+            try configuration.validate()
+            listener = try await bind()
+        } catch {
+            ready.fail(error)
+            throw error
+        }
+        let snapshot = snapshots.snapshot
+        logger.info(
+            "listening",
+            metadata: [
+                "socket": "\(configuration.socketPath)",
+                "snapshot-version": "\(snapshot.map { String($0.version) } ?? "none")",
+                "max-connections": "\(configuration.maxConnections)",
+            ])
+        ready.succeed()
+
+        let cancelled = Atomic<Bool>(false)
+        await withTaskCancellationHandler {
+            await withGracefulShutdownHandler {
+                // Returns when the listener closes: on shutdown, or when it fails.
+                try? await listener.closeFuture.get()
+            } onGracefulShutdown: {
+                self.stopAccepting(reason: "graceful shutdown")
+            }
+        } onCancel: {
+            cancelled.store(true, ordering: .relaxed)
+            self.stopAccepting(reason: "cancellation")
+        }
+
+        let unexpected = lifecycle.withLock { !$0.stopRequested }
+        if unexpected {
+            // The listener failed on its own: take the socket down and the connections too.
+            stopAccepting(reason: "listener failure")
+        }
+        await drain(immediately: cancelled.load(ordering: .relaxed) || unexpected)
+        logger.info("stopped", metadata: ["requests-served": "\(context.requestsServed.load(ordering: .relaxed))"])
+        if unexpected {
+            throw ServerError(.listener, "the listening socket \(configuration.socketPath) closed unexpectedly")
+        }
+    }
+
+    /// Frees the path, binds, sets permissions; on failure leaves no socket file behind.
+    private func bind() async throws -> any Channel {
+        let path = configuration.socketPath
+        if try SocketFile.prepareForBind(path) {
+            logger.notice("replaced a stale socket file left by an earlier run", metadata: ["socket": "\(path)"])
+        }
+        let context = self.context
+        let registry = self.registry
+        let maxConnections = configuration.maxConnections
+        let bootstrap = ServerBootstrap(group: eventLoopGroup)
+            .serverChannelOption(.backlog, value: Int32(clamping: configuration.listenBacklog))
+            // A client may send its requests, shut down its sending side and read the answers.
+            .childChannelOption(.allowRemoteHalfClosure, value: true)
+            .childChannelOption(
+                .writeBufferWaterMark,
+                value: .init(low: configuration.writeBufferLowWaterMark, high: configuration.writeBufferHighWaterMark)
+            )
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try Self.initialize(channel, context: context, registry: registry, maxConnections: maxConnections)
+                }
+            }
+        let listener: any Channel
+        do {
+            listener = try await bootstrap.bind(unixDomainSocketPath: path).get()
+        } catch {
+            throw ServerError(.bind, "cannot listen on \(path)", cause: error)
+        }
+        let identity = SocketFile.identity(path)
+        do throws(ServerError) {
+            try SocketFile.applyPermissions(path, mode: configuration.socketMode, group: configuration.socketGroup)
+        } catch {
+            SocketFile.remove(path, ifIdentity: identity)
+            try? await listener.close()
+            throw error
+        }
+        let stopEarly = lifecycle.withLock { state in
+            state.listener = listener
+            state.socketIdentity = identity
+            return state.stopRequested
+        }
+        if stopEarly { stopAccepting(reason: "shutdown before listening") }
+        return listener
+    }
+
+    /// Sets up a new connection's pipeline, on its event loop.
+    private static func initialize(
+        _ channel: any Channel, context: ServerContext, registry: ConnectionRegistry, maxConnections: Int
+    ) throws {
+        let open = context.connectionsOpen.add(1, ordering: .relaxed).newValue
+        let id = context.nextConnectionID.add(1, ordering: .relaxed).oldValue
+        channel.closeFuture.whenComplete { _ in
+            context.connectionsOpen.subtract(1, ordering: .relaxed)
+        }
+        let pipeline = channel.pipeline.syncOperations
+        if open > maxConnections {
+            context.logger.notice(
+                "rejecting connection: \(maxConnections) connections are open",
+                metadata: ["connection": "\(id)"])
+            try pipeline.addHandler(RejectConnectionHandler(limit: maxConnections))
+            return
+        }
+        let decoder = FrameDecoder(maxPayloadLength: context.configuration.maxFrameSize)
+        try pipeline.addHandler(ByteToMessageHandler(decoder))
+        try pipeline.addHandler(ConnectionHandler(server: context, decoder: decoder, connectionID: id))
+        registry.add(channel, id: id)
+        channel.closeFuture.whenComplete { _ in registry.remove(id: id) }
+        context.logger.debug("connection opened", metadata: ["connection": "\(id)"])
+    }
+
+    /// Removes the socket file (new clients find nothing to connect to), closes the
+    /// listener and tells every connection to drain. Idempotent.
+    private func stopAccepting(reason: String) {
+        let (listener, identity, first) = lifecycle.withLock { state in
+            defer { state.stopRequested = true }
+            let listener = state.listener
+            let identity = state.socketIdentity
+            if listener != nil {
+                state.listener = nil
+                state.socketIdentity = nil
+            }
+            return (listener, identity, !state.stopRequested)
+        }
+        if first { logger.info("stopping", metadata: ["reason": "\(reason)"]) }
+        guard let listener else { return }
+        if !SocketFile.remove(configuration.socketPath, ifIdentity: identity) {
+            logger.notice(
+                "left the socket path alone: it is no longer the socket this server bound",
+                metadata: ["socket": "\(configuration.socketPath)"])
+        }
+        listener.close(promise: nil)
+        registry.beginDraining()
+    }
+
+    /// Waits for connections to finish (up to the grace period), then closes the rest.
+    private func drain(immediately: Bool) async {
+        registry.beginDraining()
+        if !immediately {
+            let deadline = ContinuousClock.now + configuration.shutdownGracePeriod
+            while registry.count > 0, ContinuousClock.now < deadline {
+                do {
+                    try await Task.sleep(for: .milliseconds(5))
+                } catch {
+                    break  // cancelled: close the rest now
+                }
+            }
+        }
+        let remaining = registry.closeAll()
+        if remaining > 0 {
+            logger.notice("closed \(remaining) connection(s) that did not finish in time")
+        }
+        // Closing is immediate on each loop; wait (bounded) for the counters to settle.
+        let settle = ContinuousClock.now + .seconds(2)
+        while registry.count > 0, ContinuousClock.now < settle {
+            try? await Task.sleep(for: .milliseconds(2))
+        }
+    }
+}
+
+/// Open connections, for draining on shutdown.
+final class ConnectionRegistry: Sendable {
+    private struct State {
+        var channels: [UInt64: any Channel] = [:]
+        var draining = false
+    }
+
+    private let state = Mutex(State())
+
+    var count: Int { state.withLock { $0.channels.count } }
+
+    /// Registers a connection; one that arrives while draining is told to drain at once.
+    func add(_ channel: any Channel, id: UInt64) {
+        let draining = state.withLock { state in
+            state.channels[id] = channel
+            return state.draining
+        }
+        if draining {
+            // After the pipeline is set up and the channel registered.
+            channel.eventLoop.execute { channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent()) }
+        }
+    }
+
+    func remove(id: UInt64) {
+        _ = state.withLock { $0.channels.removeValue(forKey: id) }
+    }
+
+    /// Tells every connection (and every later one) to finish and close.
+    func beginDraining() {
+        let channels: [any Channel] = state.withLock { state in
+            guard !state.draining else { return [] }
+            state.draining = true
+            return Array(state.channels.values)
+        }
+        for channel in channels {
+            channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        }
+    }
+
+    /// Closes every connection now; returns how many were open.
+    @discardableResult
+    func closeAll() -> Int {
+        let channels = state.withLock { Array($0.channels.values) }
+        for channel in channels { channel.close(promise: nil) }
+        return channels.count
+    }
+}
+
+/// A one-time "listening" (or "failed to listen") signal for any number of waiters.
+final class ReadySignal: Sendable {
+    private enum State {
+        case waiting([CheckedContinuation<Void, any Error>])
+        case done(Result<Void, any Error>)
+    }
+
+    private let state = Mutex(State.waiting([]))
+
+    func wait() async throws {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            let result: Result<Void, any Error>? = state.withLock { state in
+                switch state {
+                case .waiting(var waiters):
+                    waiters.append(continuation)
+                    state = .waiting(waiters)
+                    return nil
+                case .done(let result):
+                    return result
+                }
+            }
+            if let result { continuation.resume(with: result) }
+        }
+    }
+
+    func succeed() { complete(.success(())) }
+    func fail(_ error: any Error) { complete(.failure(error)) }
+
+    private func complete(_ result: Result<Void, any Error>) {
+        let waiters: [CheckedContinuation<Void, any Error>] = state.withLock { state in
+            guard case .waiting(let waiters) = state else { return [] }
+            state = .done(result)
+            return waiters
+        }
+        for waiter in waiters { waiter.resume(with: result) }
+    }
+}

@@ -1,0 +1,158 @@
+// authzd: the authorization sidecar daemon. Loads the workspace snapshot from the
+// database (read-only), serves the wire protocol on a Unix domain socket, and shuts down
+// gracefully on SIGTERM or SIGINT.
+
+import ArgumentParser
+import AuthzServer
+import Logging
+import ServiceLifecycle
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+@main
+struct Authzd: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "authzd",
+        abstract: "Serve authorization decisions on a Unix domain socket.",
+        discussion: """
+            Every option can also be set with an environment variable, named after the flag: \
+            AUTHZD_SOCKET, AUTHZD_SOCKET_MODE, AUTHZD_SOCKET_GROUP, AUTHZD_DB, AUTHZD_REQUIRE_DATABASE, \
+            AUTHZD_MAX_FRAME_SIZE, AUTHZD_MAX_BATCH_SIZE, AUTHZD_MAX_CONNECTIONS, AUTHZD_IDLE_TIMEOUT, \
+            AUTHZD_SHUTDOWN_GRACE_PERIOD, AUTHZD_LOG_LEVEL, AUTHZD_LOG_FORMAT. A flag wins over its \
+            variable. Durations take a unit: 500ms, 10s (the default unit), 5m, 1h.
+
+            A stale socket file left by a crashed run is replaced; a socket another process \
+            still serves on, or a path that is not a socket, is an error. SIGTERM and SIGINT \
+            stop accepting, let open connections finish (up to the grace period), remove the \
+            socket file and exit 0.
+            """
+    )
+
+    @Option(help: ArgumentHelp("Unix domain socket path to listen on.", valueName: "path"))
+    var socket: String?
+
+    @Option(help: ArgumentHelp("Socket file permissions, octal (default 0660).", valueName: "mode"))
+    var socketMode: String?
+
+    @Option(help: ArgumentHelp("Group to give the socket file: a name or a numeric gid.", valueName: "group"))
+    var socketGroup: String?
+
+    @Option(help: ArgumentHelp("The workspace database (SQLite), opened read-only.", valueName: "path"))
+    var db: String?
+
+    @Flag(
+        inversion: .prefixedNo,
+        help: "Exit non-zero when the database cannot be loaded at start (default: serve UNAVAILABLE for checks).")
+    var requireDatabase: Bool?
+
+    @Option(help: ArgumentHelp("Largest request payload in bytes (default 65536).", valueName: "bytes"))
+    var maxFrameSize: String?
+
+    @Option(help: ArgumentHelp("Most checks in one Batch request (default 256).", valueName: "count"))
+    var maxBatchSize: String?
+
+    @Option(help: ArgumentHelp("Connections served at once (default 1024).", valueName: "count"))
+    var maxConnections: String?
+
+    @Option(help: ArgumentHelp("Close a connection that sends nothing for this long; 0 = never (default 300s).", valueName: "duration"))
+    var idleTimeout: String?
+
+    @Option(help: ArgumentHelp("How long shutdown waits for open connections (default 10s).", valueName: "duration"))
+    var shutdownGracePeriod: String?
+
+    @Option(help: ArgumentHelp("trace, debug, info (default), notice, warning, error or critical.", valueName: "level"))
+    var logLevel: String?
+
+    @Option(help: ArgumentHelp("text (default) or json, one line per event on stderr.", valueName: "format"))
+    var logFormat: String?
+
+    func run() async throws {
+        let settings: DaemonSettings
+        do {
+            settings = try DaemonSettings.resolve(flags: flags, environment: Self.environment())
+        } catch {
+            for problem in error.problems { printError("authzd: \(problem)") }
+            throw ExitCode.validationFailure
+        }
+        let format = settings.logFormat
+        let level = settings.logLevel.level
+        LoggingSystem.bootstrap { label in LineLogHandler(label: label, format: format, level: level) }
+        let logger = Logger(label: "authzd")
+        let server = settings.server
+
+        let snapshots = SnapshotHolder()
+        switch snapshots.load(databasePath: server.databasePath) {
+        case .success(let snapshot):
+            logger.info(
+                "loaded workspace snapshot",
+                metadata: [
+                    "db": "\(server.databasePath)", "snapshot-version": "\(snapshot.version)",
+                    "users": "\(snapshot.userCount)", "groups": "\(snapshot.groupCount)",
+                    "assets": "\(snapshot.assetCount)", "projects": "\(snapshot.projectCount)",
+                    "grants": "\(snapshot.grantCount)", "warnings": "\(snapshot.warnings.count)",
+                ])
+        case .failure(let error):
+            if server.requireDatabase {
+                logger.critical(
+                    "cannot load the workspace database and --require-database is set: \(error)",
+                    metadata: ["db": "\(server.databasePath)"])
+                throw ExitCode.failure
+            }
+            logger.warning(
+                "cannot load the workspace database; checks answer UNAVAILABLE until a snapshot is loaded: \(error)",
+                metadata: ["db": "\(server.databasePath)"])
+        }
+
+        let service = SidecarServer(configuration: server, snapshots: snapshots, logger: logger)
+        var configuration = ServiceGroupConfiguration(
+            services: [service], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        // A backstop: the server bounds its own drain by the grace period.
+        configuration.maximumGracefulShutdownDuration = server.shutdownGracePeriod + .seconds(5)
+        do {
+            try await ServiceGroup(configuration: configuration).run()
+        } catch {
+            logger.critical("authzd stopped: \(error)")
+            throw ExitCode.failure
+        }
+    }
+
+    /// The flags given on the command line, as text.
+    private var flags: [DaemonSettings.Key: String] {
+        var flags: [DaemonSettings.Key: String] = [:]
+        flags[.socket] = socket
+        flags[.socketMode] = socketMode
+        flags[.socketGroup] = socketGroup
+        flags[.db] = db
+        flags[.requireDatabase] = requireDatabase.map { $0 ? "true" : "false" }
+        flags[.maxFrameSize] = maxFrameSize
+        flags[.maxBatchSize] = maxBatchSize
+        flags[.maxConnections] = maxConnections
+        flags[.idleTimeout] = idleTimeout
+        flags[.shutdownGracePeriod] = shutdownGracePeriod
+        flags[.logLevel] = logLevel
+        flags[.logFormat] = logFormat
+        return flags
+    }
+
+    /// The AUTHZD_* variables that are set.
+    private static func environment() -> [String: String] {
+        var environment: [String: String] = [:]
+        for key in DaemonSettings.Key.allCases {
+            if let value = getenv(key.environmentVariable) {
+                environment[key.environmentVariable] = String(cString: value)
+            }
+        }
+        return environment
+    }
+}
+
+private func printError(_ text: String) {
+    var line = text + "\n"
+    line.withUTF8 { bytes in _ = write(2, bytes.baseAddress, bytes.count) }
+}
