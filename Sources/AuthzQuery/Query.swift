@@ -47,12 +47,24 @@ public enum Query: Sendable, Equatable {
             guard case .string(let text) = value else { throw QueryError("field '\(key)' must be a string") }
             return text
         }
-        let user = try string("user") ?? ""
+        func id(_ key: String, required: Bool = true, emptyAllowed: Bool = false) throws(QueryError) -> String? {
+            guard let text = try string(key, required: required) else { return nil }
+            if text.isEmpty, emptyAllowed { return text }
+            guard Identifier.isValid(text) else {
+                throw QueryError(text.isEmpty
+                    ? "field '\(key)' is empty"
+                    : "field '\(key)' is not a valid id (1 to \(Identifier.maxLength) characters from A-Z a-z 0-9 . _ : @ -)")
+            }
+            return text
+        }
+        // The empty user id is the anonymous web viewer; every other id must be well-formed
+        // (the socket rejects malformed ids too, so both paths answer alike).
+        let user = try id("user", emptyAllowed: true) ?? ""
         switch name {
         case "effective_permission":
-            self = .effectivePermission(user: user, project: try string("project") ?? "")
+            self = .effectivePermission(user: user, project: try id("project") ?? "")
         case "can_use":
-            self = .canUse(user: user, asset: try string("asset") ?? "", project: try string("project", required: false))
+            self = .canUse(user: user, asset: try id("asset") ?? "", project: try id("project", required: false))
         case "seat_type":
             self = .seatType(user: user)
         default:

@@ -1,0 +1,161 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Module map (each arrow is "depends on"):
+//
+//   authzctl (operator CLI) ──► AuthzStore ──► AuthzDocument ──► AuthzEngine
+//                                   │
+//                                   └──► CSQLite (system libsqlite3)
+//
+// AuthzEngine is the pure decision engine: no I/O, no Foundation, no NIO, no SQLite.
+// AuthzDocument is the JSON workspace document (parse, validate, encode): pure as well.
+// AuthzStore owns the SQLite schema, migrations, import/export and the snapshot loader.
+
+let strictSettings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+]
+
+let package = Package(
+    name: "authz-sidecar",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "authzctl", targets: ["authzctl"]),
+        // Libraries for the benchmark packages in bench/ (path dependencies).
+        .library(name: "AuthzEngine", targets: ["AuthzEngine"]),
+        .library(name: "AuthzDocument", targets: ["AuthzDocument"]),
+        .library(name: "AuthzStore", targets: ["AuthzStore"]),
+        .library(name: "AuthzWorkloads", targets: ["AuthzWorkloads"]),
+        .library(name: "CAllocCounter", targets: ["CAllocCounter"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.81.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.12.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.6.0"),
+    ],
+    targets: [
+        .target(
+            name: "AuthzEngine",
+            swiftSettings: strictSettings
+        ),
+        .target(
+            name: "AuthzDocument",
+            dependencies: ["AuthzEngine"],
+            swiftSettings: strictSettings
+        ),
+        .target(
+            name: "AuthzWorkloads",
+            dependencies: ["AuthzEngine"],
+            swiftSettings: strictSettings
+        ),
+        .target(
+            name: "AuthzQuery",
+            dependencies: ["AuthzEngine", "AuthzDocument"],
+            swiftSettings: strictSettings
+        ),
+        .systemLibrary(
+            name: "CSQLite",
+            pkgConfig: "sqlite3",
+            providers: [.apt(["libsqlite3-dev"])]
+        ),
+        .target(
+            name: "AuthzStore",
+            dependencies: ["AuthzEngine", "AuthzDocument", "CSQLite"],
+            swiftSettings: strictSettings
+        ),
+        .executableTarget(
+            name: "authzctl",
+            dependencies: [
+                "AuthzEngine", "AuthzDocument", "AuthzQuery", "AuthzStore", "AuthzWorkloads", "AuthzClient", "AuthzWire",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        // The wire protocol (proto/authz/v1/authz.proto): framing and the protobuf-c codec.
+        .systemLibrary(
+            name: "CProtobufC",
+            pkgConfig: "libprotobuf-c",
+            providers: [.apt(["libprotobuf-c-dev"])]
+        ),
+        .target(name: "CAuthzProto", dependencies: ["CProtobufC"]),
+        .target(
+            name: "AuthzWire",
+            dependencies: ["AuthzEngine", "CAuthzProto", "CProtobufC"],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "AuthzWireTests",
+            dependencies: ["AuthzEngine", "AuthzWire", "CAllocCounter", "CAuthzProto", "CProtobufC"],
+            swiftSettings: strictSettings
+        ),
+        // The sidecar server: SwiftNIO on a Unix domain socket, run as a ServiceLifecycle
+        // service; its async client; the daemon.
+        .target(
+            name: "AuthzServer",
+            dependencies: [
+                "AuthzEngine", "AuthzStore", "AuthzWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .target(
+            name: "AuthzClient",
+            dependencies: [
+                "AuthzEngine", "AuthzQuery", "AuthzWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .executableTarget(
+            name: "authzd",
+            dependencies: [
+                "AuthzServer",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "AuthzServerTests",
+            dependencies: [
+                "AuthzClient", "AuthzDocument", "AuthzEngine", "AuthzQuery", "AuthzServer", "AuthzStore",
+                "AuthzWire", "ConformanceSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        // Test support: counts heap allocations per thread (malloc interposer).
+        .target(name: "CAllocCounter", path: "Tests/CAllocCounter"),
+        .testTarget(
+            name: "AuthzEngineTests",
+            dependencies: ["AuthzEngine", "AuthzWorkloads", "CAllocCounter"],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "AuthzDocumentTests",
+            dependencies: ["AuthzEngine", "AuthzDocument"],
+            swiftSettings: strictSettings
+        ),
+        .target(
+            name: "ConformanceSupport",
+            dependencies: ["AuthzDocument", "AuthzQuery"],
+            path: "Tests/ConformanceSupport",
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "AuthzStoreTests",
+            dependencies: ["AuthzEngine", "AuthzDocument", "AuthzQuery", "AuthzStore", "AuthzWorkloads", "ConformanceSupport", "CSQLite"],
+            swiftSettings: strictSettings
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,304 @@
+import ArgumentParser
+import AuthzClient
+import AuthzDocument
+import AuthzEngine
+import AuthzQuery
+import AuthzStore
+import AuthzWire
+import AuthzWorkloads
+
+@main
+struct AuthzCtl: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "authzctl",
+        abstract: "Operate the authorization sidecar's workspace database and ask it questions.",
+        discussion: """
+            Write commands (import, demo) print the new snapshot version on stdout: use it as a \
+            consistency token. Diagnostics go to stderr.
+            """,
+        subcommands: [Import.self, Export.self, Check.self, Status.self, Demo.self, Generate.self]
+    )
+}
+
+struct DatabaseOption: ParsableArguments {
+    @Option(name: .long, help: ArgumentHelp("Path of the SQLite workspace database.", valueName: "path"))
+    var db: String
+}
+
+// MARK: - import
+
+struct Import: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Replace the workspace in the database with a workspace document.",
+        discussion: """
+            Creates and migrates the database if needed. The document is validated first: if it \
+            is invalid, every problem is printed to stderr as `path: reason`, nothing is \
+            changed and the exit status is 1. On success the new snapshot version is printed.
+            """
+    )
+
+    @OptionGroup var database: DatabaseOption
+
+    @Argument(help: ArgumentHelp("The workspace document (JSON); `-` reads stdin.", valueName: "file.json"))
+    var file: String
+
+    func run() throws {
+        let bytes: [UInt8]
+        do {
+            bytes = try file == "-" ? IO.readAll(fd: 0) : IO.readFile(file)
+        } catch {
+            IO.printError("authzctl: cannot read \(file): \(error)")
+            throw ExitCode(2)
+        }
+        let workspace: Workspace
+        do {
+            workspace = try WorkspaceDocument.decode(bytes)
+        } catch {
+            IO.printError("authzctl: \(file) is not a valid workspace document (\(error.issues.count) problem\(error.issues.count == 1 ? "" : "s")):")
+            for issue in error.issues { IO.printError("  \(issue)") }
+            throw ExitCode(1)
+        }
+        let version = try withStore(database.db) { (store) throws(StoreError) in try store.importWorkspace(workspace) }
+        IO.printError("imported \(workspace.users.count) users, \(workspace.groups.count) groups, \(workspace.assets.count) assets, \(workspace.projects.count) projects into \(database.db)")
+        print(version)
+    }
+}
+
+/// Opens the store and runs `body`, turning store errors into a message and exit status 1.
+func withStore<T>(_ path: String, _ body: (WorkspaceStore) throws(StoreError) -> T) throws -> T {
+    do {
+        let store = try WorkspaceStore.open(path: path, create: true)
+        return try body(store)
+    } catch {
+        IO.printError("authzctl: \(error)")
+        for issue in error.issues { IO.printError("  \(issue)") }
+        throw ExitCode(1)
+    }
+}
+
+// MARK: - export
+
+struct Export: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print the workspace in the database as a workspace document.",
+        discussion: "Import → export → import is a fixed point. The snapshot version goes to stderr."
+    )
+
+    @OptionGroup var database: DatabaseOption
+
+    @Flag(help: "Print the document on one line.")
+    var compact = false
+
+    func run() throws {
+        let (workspace, version) = try withStore(database.db) { (store) throws(StoreError) in try store.exportWorkspace() }
+        IO.printError("snapshot version \(version)")
+        print(WorkspaceDocument.encode(workspace, pretty: !compact))
+    }
+}
+
+// MARK: - check
+
+struct Check: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Answer JSON Lines queries on stdin, one JSON answer per line on stdout.",
+        discussion: """
+            Queries: {"op":"effective_permission","user":"u","project":"p"}, \
+            {"op":"can_use","user":"u","asset":"a","project":"p"} (project optional), \
+            {"op":"seat_type","user":"u"}, {"op":"capabilities","user":"u"}. \
+            With --db the snapshot is loaded once, read-only, and answered locally; with \
+            --socket every query is asked of a running authzd (pipelined on one connection). \
+            Both print identical lines. A malformed line gets {"error":"…"} and the rest go \
+            on. Blank lines are skipped.
+            """
+    )
+
+    @Option(name: .long, help: ArgumentHelp("Answer from this SQLite database.", valueName: "path"))
+    var db: String?
+
+    @Option(name: .long, help: ArgumentHelp("Ask the authzd listening on this Unix socket.", valueName: "path"))
+    var socket: String?
+
+    func validate() throws {
+        guard (db == nil) != (socket == nil) else { throw ValidationError("give exactly one of --db and --socket") }
+    }
+
+    func run() async throws {
+        if let socket {
+            try await answerOverSocket(socket)
+        } else if let db {
+            try answerLocally(db)
+        }
+    }
+
+    private func answerLocally(_ path: String) throws {
+        let snapshot: Snapshot
+        do {
+            snapshot = try SnapshotLoader.load(path: path)
+        } catch {
+            IO.printError("authzctl: \(error)")
+            throw ExitCode(1)
+        }
+        for warning in snapshot.warnings { IO.printError("warning: \(warning)") }
+        var output = IO.Output(fd: 1)
+        IO.forEachLine(fd: 0) { line in
+            let answer: JSONValue
+            switch Result(catching: { () throws(QueryError) in try Query(line: line) }) {
+            case .success(let query): answer = Answer(query, snapshot: snapshot).json
+            case .failure(let error): answer = errorLine(error.message)
+            }
+            answer.append(to: &output.buffer)
+            output.buffer.append(UInt8(ascii: "\n"))
+        } afterChunk: {
+            output.flush()
+        }
+        output.flush()
+    }
+
+    private func answerOverSocket(_ path: String) async throws {
+        let client: SidecarClient
+        do {
+            client = try await SidecarClient.connect(socketPath: path)
+        } catch {
+            IO.printError("authzctl: cannot connect to \(path): \(error)")
+            throw ExitCode(1)
+        }
+        var output = IO.Output(fd: 1)
+        var pending: [Result<Query, QueryError>] = []
+        // Each input chunk's queries are sent together (pipelined) and printed in order.
+        func answerPending() async {
+            let answers = await withTaskGroup(of: (Int, JSONValue).self) { group in
+                for (index, parsed) in pending.enumerated() {
+                    group.addTask {
+                        switch parsed {
+                        case .failure(let error):
+                            return (index, errorLine(error.message))
+                        case .success(let query):
+                            do {
+                                return (index, try await client.answer(query).json)
+                            } catch let error as AuthzClientError {
+                                return (index, errorLine("\(error.code.name): \(error.message)"))
+                            } catch {
+                                return (index, errorLine("\(error)"))
+                            }
+                        }
+                    }
+                }
+                var answers = [JSONValue](repeating: .null, count: pending.count)
+                for await (index, answer) in group { answers[index] = answer }
+                return answers
+            }
+            for answer in answers {
+                answer.append(to: &output.buffer)
+                output.buffer.append(UInt8(ascii: "\n"))
+            }
+            pending.removeAll(keepingCapacity: true)
+            output.flush()
+        }
+        var lines = IO.LineReader(fd: 0)
+        while let chunk = lines.nextChunk() {
+            for line in chunk {
+                pending.append(Result { () throws(QueryError) in try Query(line: line) })
+            }
+            await answerPending()
+        }
+        await client.close()
+    }
+}
+
+// MARK: - status
+
+struct Status: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print the status of a running authzd as JSON.",
+        discussion: "Snapshot version and age, counts, the last load error, uptime, connections and requests served."
+    )
+
+    @Option(name: .long, help: ArgumentHelp("The authzd Unix socket.", valueName: "path"))
+    var socket: String
+
+    func run() async throws {
+        let status: WireResponse.StatusResult
+        do {
+            let client = try await SidecarClient.connect(socketPath: socket)
+            status = try await client.status()
+            await client.close()
+        } catch {
+            IO.printError("authzctl: \(socket): \(error)")
+            throw ExitCode(1)
+        }
+        let object: JSONObject = [
+            "snapshot_version": .number(Double(status.snapshotVersion)),
+            "loaded_at_unix_ms": .number(Double(status.loadedAtUnixMs)),
+            "users": .number(Double(status.users)),
+            "groups": .number(Double(status.groups)),
+            "assets": .number(Double(status.assets)),
+            "projects": .number(Double(status.projects)),
+            "grants": .number(Double(status.grants)),
+            "last_load_error": .string(status.lastLoadError),
+            "last_load_attempt_unix_ms": .number(Double(status.lastLoadAttemptUnixMs)),
+            "stale_for_ms": .number(Double(status.staleForMs)),
+            "uptime_ms": .number(Double(status.uptimeMs)),
+            "connections_open": .number(Double(status.connectionsOpen)),
+            "requests_served": .number(Double(status.requestsServed)),
+        ]
+        print(JSONValue.object(object).serialized(pretty: true))
+    }
+}
+
+// MARK: - demo
+
+struct Demo: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Write the demo workspace (Acme Analytics) into the database.",
+        discussion: "Replaces any workspace already there. Prints the new snapshot version."
+    )
+
+    @OptionGroup var database: DatabaseOption
+
+    func run() throws {
+        let workspace = DemoWorkspace.workspace
+        let version = try withStore(database.db) { (store) throws(StoreError) in try store.importWorkspace(workspace) }
+        IO.printError("wrote the demo workspace (\(workspace.users.count) users, \(workspace.groups.count) groups, \(workspace.assets.count) assets, \(workspace.projects.count) projects) into \(database.db)")
+        print(version)
+    }
+}
+
+// MARK: - generate
+
+struct Generate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print a deterministic synthetic workspace document for load tests.",
+        discussion: """
+            The same options always give the same document. Shapes are realistic: skewed group \
+            sizes with a few huge groups, directory-synced roles, guests, ~3% inactive users, \
+            assets on most projects. `--grants-per-project` is a mean.
+            """
+    )
+
+    @Option(help: "Number of users.") var users: Int
+    @Option(help: "Random seed.") var seed: UInt64
+    @Option(help: "Number of custom groups (default: users / 10).") var groups: Int?
+    @Option(help: "Number of projects (default: users / 2).") var projects: Int?
+    @Option(help: "Mean grants per project.") var grantsPerProject: Int = 20
+    @Option(help: "Number of assets (default: max(8, groups / 50)).") var assets: Int?
+    @Flag(help: "Pretty-print the document.") var pretty = false
+
+    func validate() throws {
+        guard users > 0 else { throw ValidationError("--users must be at least 1") }
+        if let groups, groups < 2 { throw ValidationError("--groups must be at least 2 (two are mapped directory groups)") }
+        if let projects, projects < 0 { throw ValidationError("--projects must not be negative") }
+        if let assets, assets < 1 { throw ValidationError("--assets must be at least 1") }
+        guard grantsPerProject >= 0 else { throw ValidationError("--grants-per-project must not be negative") }
+    }
+
+    func run() throws {
+        let parameters = SyntheticWorkspace.Parameters(
+            users: users, groups: groups ?? max(2, users / 10), projects: projects ?? users / 2,
+            grantsPerProject: grantsPerProject, assets: assets, seed: seed
+        )
+        var output = IO.Output(fd: 1)
+        WorkspaceDocument.encodeValue(SyntheticWorkspace.generate(parameters)).append(to: &output.buffer, pretty: pretty)
+        output.buffer.append(UInt8(ascii: "\n"))
+        output.flush()
+    }
+}
