@@ -15,4 +15,26 @@ if grep -E "^$(pwd)/(Sources|Tests)/.*: warning:" "$log" | sort -u | grep .; the
     echo "error: the build has warnings (above); this package builds warning-free" >&2
     exit 1
 fi
+
+echo "== the wire contract from C: examples/c-client asks a real authzd"
+make -s -C examples/c-client
+bin=$(swift build --show-bin-path)
+scratch=$(mktemp -d)
+trap 'rm -f "$log"; [ -n "${authzd_pid:-}" ] && kill "$authzd_pid" 2>/dev/null; rm -rf "$scratch"' EXIT
+"$bin/authzctl" demo --db "$scratch/demo.db" >/dev/null 2>&1
+"$bin/authzd" --db "$scratch/demo.db" --socket "$scratch/authz.sock" --log-level warning &
+authzd_pid=$!
+for _ in $(seq 100); do [ -S "$scratch/authz.sock" ] && break; sleep 0.1; done
+answer=$(examples/c-client/authz_ask "$scratch/authz.sock" linus revenue-dashboard)
+if [ "$answer" != "level=full_access reason=owner snapshot_version=1" ]; then
+    echo "error: the C client got '$answer'" >&2
+    exit 1
+fi
+kill -TERM "$authzd_pid"
+wait "$authzd_pid"
+authzd_pid=""
+[ ! -e "$scratch/authz.sock" ] || { echo "error: authzd left its socket behind" >&2; exit 1; }
+echo "C client: $answer; authzd stopped cleanly on SIGTERM"
+
+echo "== swift test"
 swift test --skip-build
