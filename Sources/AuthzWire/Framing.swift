@@ -106,3 +106,31 @@ public struct FrameParser: Sendable, Hashable {
         return .frame(Frame(payload: FrameHeader.size..<end))
     }
 }
+
+/// A message that can write itself as one frame. Conformers build their protobuf-c message
+/// once per `withFrameWriter` call; the conveniences below each take one build.
+public protocol FrameEncodable {
+    /// Calls `body` with the length of the frame (header and payload) and a function that
+    /// writes the frame at the start of a buffer of at least that many bytes and returns
+    /// the bytes written.
+    func withFrameWriter<R>(_ body: (_ frameLength: Int, _ write: (UnsafeMutableRawBufferPointer) -> Int) -> R) -> R
+}
+
+extension FrameEncodable {
+    /// Bytes of the frame (header and payload). This builds the message; to size and write
+    /// it with one build use `withFrameWriter(_:)` or `append(to:)`.
+    public func encodedSize() -> Int {
+        withFrameWriter { frameLength, _ in frameLength }
+    }
+
+    /// Writes the frame at the start of `destination`, which must hold `encodedSize()`
+    /// bytes; returns the bytes written.
+    public func encode(into destination: UnsafeMutableRawBufferPointer) -> Int {
+        withFrameWriter { _, write in write(destination) }
+    }
+
+    /// Appends the frame to `bytes` (one build).
+    public func append(to bytes: inout [UInt8]) {
+        withFrameWriter { frameLength, write in FrameEncoder.append(frameLength, write, to: &bytes) }
+    }
+}

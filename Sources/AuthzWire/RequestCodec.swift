@@ -187,7 +187,7 @@ private struct WireFormatReader {
 
 // MARK: - Encoding (client side)
 
-extension WireRequest {
+extension WireRequest: FrameEncodable {
     /// Builds the protobuf-c message once, then calls `body` with the length of the framed
     /// request and a function writing the frame at the start of a buffer holding at least
     /// that many bytes (it returns the bytes written). For writing straight into an output
@@ -200,24 +200,6 @@ extension WireRequest {
         _ body: (_ frameLength: Int, _ write: (UnsafeMutableRawBufferPointer) -> Int) -> R
     ) -> R {
         FrameEncoder.withFrameWriter({ arena in messageBase(build(in: &arena)) }, body)
-    }
-
-    /// Bytes of the framed request (header and payload). This builds the message; to size
-    /// and write it with one build use `withFrameWriter(_:)` or `append(to:)`.
-    public func encodedSize() -> Int {
-        withFrameWriter { frameLength, _ in frameLength }
-    }
-
-    /// Writes the framed request at the start of `destination`, which must hold
-    /// `encodedSize()` bytes; returns the bytes written. Ids are sent as they are: the
-    /// server validates them.
-    public func encode(into destination: UnsafeMutableRawBufferPointer) -> Int {
-        withFrameWriter { _, write in write(destination) }
-    }
-
-    /// Appends the framed request to `bytes` (one build).
-    public func append(to bytes: inout [UInt8]) {
-        withFrameWriter { frameLength, write in FrameEncoder.append(frameLength, write, to: &bytes) }
     }
 
     private func build(in arena: inout ScratchArena) -> UnsafeMutablePointer<Authz__V1__Request> {

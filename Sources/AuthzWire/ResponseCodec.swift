@@ -6,7 +6,7 @@ internal import CProtobufC
 
 // MARK: - Encoding (server side)
 
-extension WireResponse {
+extension WireResponse: FrameEncodable {
     /// Builds the protobuf-c message once, then calls `body` with the length of the framed
     /// response and a function writing the frame at the start of a buffer holding at least
     /// that many bytes (it returns the bytes written). For writing straight into an output
@@ -19,23 +19,6 @@ extension WireResponse {
         _ body: (_ frameLength: Int, _ write: (UnsafeMutableRawBufferPointer) -> Int) -> R
     ) -> R {
         FrameEncoder.withFrameWriter({ arena in messageBase(build(in: &arena)) }, body)
-    }
-
-    /// Bytes of the framed response (header and payload). This builds the message; to size
-    /// and write it with one build use `withFrameWriter(_:)` or `append(to:)`.
-    public func encodedSize() -> Int {
-        withFrameWriter { frameLength, _ in frameLength }
-    }
-
-    /// Writes the framed response at the start of `destination`, which must hold
-    /// `encodedSize()` bytes; returns the bytes written.
-    public func encode(into destination: UnsafeMutableRawBufferPointer) -> Int {
-        withFrameWriter { _, write in write(destination) }
-    }
-
-    /// Appends the framed response to `bytes` (one build).
-    public func append(to bytes: inout [UInt8]) {
-        withFrameWriter { frameLength, write in FrameEncoder.append(frameLength, write, to: &bytes) }
     }
 
     private func build(in arena: inout ScratchArena) -> UnsafeMutablePointer<Authz__V1__Response> {
