@@ -3,13 +3,17 @@ import PackageDescription
 
 // Module map (each arrow is "depends on"):
 //
-//   authzctl (operator CLI) ──► AuthzStore ──► AuthzDocument ──► AuthzEngine
-//                                   │
-//                                   └──► CSQLite (system libsqlite3)
+//   authzd ──► AuthzServer ──► AuthzWire ──► CAuthzProto ──► CProtobufC (system libprotobuf-c)
+//                  │               │
+//                  │               └──► AuthzEngine
+//                  └──► AuthzStore ──► AuthzDocument ──► AuthzEngine
+//                           └──► CSQLite (system libsqlite3)
+//   authzctl ──► AuthzStore, AuthzQuery, AuthzClient (──► AuthzWire), AuthzWorkloads
 //
 // AuthzEngine is the pure decision engine: no I/O, no Foundation, no NIO, no SQLite.
-// AuthzDocument is the JSON workspace document (parse, validate, encode): pure as well.
-// AuthzStore owns the SQLite schema, migrations, import/export and the snapshot loader.
+// AuthzDocument (the JSON workspace document) and AuthzQuery (the JSON Lines queries) are
+// pure as well. AuthzWire is the wire format without NIO. AuthzStore owns the SQLite
+// schema, migrations, import/export and the snapshot loader. Executables stay thin.
 
 let strictSettings: [SwiftSetting] = [
     .enableUpcomingFeature("ExistentialAny"),
