@@ -1,10 +1,13 @@
 // An immutable map from external string ids to dense Int32 indexes.
 //
-// Ids are stored once, back to back, in one byte arena; an open-addressing table (power-of-
-// two size, load factor ≤ 0.5, linear probing) finds them by a 64-bit FNV-1a hash. Each
-// 32-byte slot holds the first 16 bytes of its id, the id's length, a hash tag and the entry
-// index, so looking up an id of up to 16 bytes (nearly all of them) reads one cache line:
-// no pointer chasing into the arena. Longer ids compare their tail against the arena.
+// Ids are stored once, back to back, in one byte arena; an open-addressing table (load
+// factor ≤ 2/3, linear probing, any size: the slot is picked by a multiply-shift of the
+// hash, not a mask) finds them by a 64-bit FNV-1a hash. Each 16-byte slot holds the first
+// 8 bytes of its id, a 24-bit hash tag, the id's length and the entry index, so looking up
+// an id of up to 8 bytes reads one slot (usually one cache line): no pointer chasing into
+// the arena. Longer ids compare their tail against the arena (two more reads, of tables
+// small enough to stay cached). Small slots keep the table small — 2.4 MB for 100k ids —
+// so hot ids stay in cache; lookups on large workspaces are bound by these misses.
 //
 // Lookups take raw UTF-8 bytes, so the server can look up an id straight out of a decoded
 // protobuf message without creating a Swift String, and they never allocate.
@@ -13,21 +16,22 @@ public struct IdIndex: Sendable {
     /// One hash-table slot. `entry == 0` marks an empty slot.
     @usableFromInline
     struct Slot: Sendable {
-        /// The id's first 16 bytes, zero-padded.
-        var head0: UInt64 = 0
-        var head1: UInt64 = 0
-        /// `hash >> 32` (upper half) | id length (lower half).
-        var tagAndLength: UInt64 = 0
-        /// Entry index + 1; 0 = empty.
-        var entry: UInt64 = 0
+        /// The id's first 8 bytes, zero-padded.
+        var head: UInt64 = 0
+        /// `hash >> 40` (bits 40-63) | min(length, 255) (bits 32-39) | entry index + 1 (bits
+        /// 0-31); 0 = empty.
+        var meta: UInt64 = 0
+
+        @inline(__always) var entry: Int { Int(meta & 0xffff_ffff) - 1 }
+        @inline(__always) var isEmpty: Bool { meta == 0 }
     }
 
     /// All ids' bytes, concatenated in index order.
-    private let arena: [UInt8]
+    private let arena: FlatTable<UInt8>
     /// `offsets[i] ..< offsets[i + 1]` are the bytes of id `i` in `arena`.
-    private let offsets: [Int32]
-    private let slots: [Slot]
-    private let mask: Int
+    private let offsets: FlatTable<Int32>
+    private let slots: FlatTable<Slot>
+    private let capacity: Int
 
     /// The number of ids.
     public var count: Int { offsets.count - 1 }
@@ -49,35 +53,37 @@ public struct IdIndex: Sendable {
             precondition(arena.count < Int(Int32.max), "id arena exceeds 2 GiB")
             offsets.append(Int32(arena.count))
         }
-        var capacity = 8
-        while capacity < ids.count * 2 { capacity <<= 1 }
+        precondition(ids.count < Int(Int32.max), "too many ids")
+        let capacity = max(8, ids.count + ids.count / 2)
         var slots = [Slot](repeating: Slot(), count: capacity)
-        let mask = capacity - 1
         arena.withUnsafeBytes { bytes in
-            for entry in 0 ..< ids.count {
-                let key = UnsafeRawBufferPointer(rebasing: bytes[Int(offsets[entry]) ..< Int(offsets[entry + 1])])
-                let hash = Self.hash(key)
-                let candidate = Self.slot(for: key, hash: hash, entry: entry)
-                var position = Int(truncatingIfNeeded: hash) & mask
-                var duplicate = false
-                while slots[position].entry != 0 {
-                    if Self.matches(slots[position], candidate, key, arena: bytes, offsets: offsets) {
-                        duplicate = true
-                        break
+            offsets.withUnsafeBufferPointer { offsetTable in
+                for entry in 0 ..< ids.count {
+                    let key = UnsafeRawBufferPointer(rebasing: bytes[Int(offsets[entry]) ..< Int(offsets[entry + 1])])
+                    let hash = Self.hash(key)
+                    let candidate = Self.slot(for: key, hash: hash, entry: entry)
+                    var position = Self.position(hash, capacity)
+                    var duplicate = false
+                    while !slots[position].isEmpty {
+                        if Self.matches(slots[position], candidate, key, arena: bytes, offsets: offsetTable) {
+                            duplicate = true
+                            break
+                        }
+                        position += 1
+                        if position == capacity { position = 0 }
                     }
-                    position = (position + 1) & mask
-                }
-                if duplicate {
-                    duplicates.append(entry)
-                } else {
-                    slots[position] = candidate
+                    if duplicate {
+                        duplicates.append(entry)
+                    } else {
+                        slots[position] = candidate
+                    }
                 }
             }
         }
-        self.arena = arena
-        self.offsets = offsets
-        self.slots = slots
-        self.mask = mask
+        self.arena = FlatTable(arena)
+        self.offsets = FlatTable(offsets)
+        self.slots = FlatTable(slots)
+        self.capacity = capacity
     }
 
     /// The index of the id spelled by `bytes` (UTF-8), or nil.
@@ -104,27 +110,29 @@ public struct IdIndex: Sendable {
     /// The index of the id spelled by `bytes`, or -1. Never allocates.
     public func lookup(_ bytes: UnsafeRawBufferPointer) -> Int32 {
         let hash = Self.hash(bytes)
-        let probe = Self.slot(for: bytes, hash: hash, entry: 0)
-        var position = Int(truncatingIfNeeded: hash) & mask
-        return slots.withUnsafeBufferPointer { table in
-            arena.withUnsafeBytes { arenaBytes in
-                while true {
-                    let slot = table[position]
-                    if slot.entry == 0 { return -1 }
-                    if Self.matches(slot, probe, bytes, arena: arenaBytes, offsets: offsets) {
-                        return Int32(truncatingIfNeeded: slot.entry - 1)
-                    }
-                    position = (position + 1) & mask
-                }
+        let probe = Self.slot(for: bytes, hash: hash, entry: -1)
+        let capacity = capacity
+        var position = Self.position(hash, capacity)
+        let table = slots.base
+        let arenaBytes = UnsafeRawBufferPointer(arena.buffer)
+        let offsets = offsets.buffer
+        while true {
+            let slot = table[position]
+            if slot.isEmpty { return -1 }
+            if Self.matches(slot, probe, bytes, arena: arenaBytes, offsets: offsets) {
+                return Int32(truncatingIfNeeded: slot.entry)
             }
+            position += 1
+            if position == capacity { position = 0 }
         }
     }
 
     /// The id at `index` (allocates a String: for explanations and exports, not the hot path).
     public func id(at index: Int32) -> String {
+        precondition(index >= 0 && Int(index) < count, "id index out of range")
         let start = Int(offsets[Int(index)])
         let end = Int(offsets[Int(index) + 1])
-        return String(decoding: arena[start ..< end], as: UTF8.self)
+        return String(decoding: UnsafeBufferPointer(rebasing: arena.buffer[start ..< end]), as: UTF8.self)
     }
 
     /// Every id in index order.
@@ -132,28 +140,29 @@ public struct IdIndex: Sendable {
 
     /// Approximate heap bytes held.
     public var footprint: Int {
-        arena.capacity + offsets.capacity * 4 + slots.capacity * MemoryLayout<Slot>.stride
+        arena.footprint + offsets.footprint + slots.footprint
     }
 
-    /// The slot an id would occupy (entry + 1 in `entry`).
+    /// The home slot of `hash` in a table of `capacity` slots (multiply-shift range reduction
+    /// of the hash's low 32 bits; the tag uses the high bits).
+    @inline(__always)
+    private static func position(_ hash: UInt64, _ capacity: Int) -> Int {
+        Int(truncatingIfNeeded: ((hash & 0xffff_ffff) &* UInt64(capacity)) >> 32)
+    }
+
+    /// The slot an id would occupy (`entry` -1 for a probe).
     @inline(__always)
     private static func slot(for key: UnsafeRawBufferPointer, hash: UInt64, entry: Int) -> Slot {
         var slot = Slot()
         let count = key.count
-        if count >= 16 {
-            slot.head0 = key.loadUnaligned(as: UInt64.self)
-            slot.head1 = key.loadUnaligned(fromByteOffset: 8, as: UInt64.self)
+        if count >= 8 {
+            slot.head = key.loadUnaligned(as: UInt64.self)
         } else if count > 0 {
-            withUnsafeMutableBytes(of: &slot.head0) { head0 in
-                withUnsafeMutableBytes(of: &slot.head1) { head1 in
-                    for i in 0 ..< count {
-                        if i < 8 { head0[i] = key[i] } else { head1[i - 8] = key[i] }
-                    }
-                }
+            withUnsafeMutableBytes(of: &slot.head) { head in
+                for i in 0 ..< count { head[i] = key[i] }
             }
         }
-        slot.tagAndLength = (hash >> 32) << 32 | UInt64(UInt32(truncatingIfNeeded: count))
-        slot.entry = UInt64(entry + 1)
+        slot.meta = (hash >> 40) << 40 | UInt64(min(count, 255)) << 32 | UInt64(UInt32(truncatingIfNeeded: entry + 1))
         return slot
     }
 
@@ -161,17 +170,17 @@ public struct IdIndex: Sendable {
     @inline(__always)
     private static func matches(
         _ stored: Slot, _ probe: Slot, _ key: UnsafeRawBufferPointer,
-        arena: UnsafeRawBufferPointer, offsets: [Int32]
+        arena: UnsafeRawBufferPointer, offsets: UnsafeBufferPointer<Int32>
     ) -> Bool {
-        guard stored.tagAndLength == probe.tagAndLength, stored.head0 == probe.head0, stored.head1 == probe.head1 else {
-            return false
-        }
+        guard stored.meta >> 32 == probe.meta >> 32, stored.head == probe.head else { return false }
         let count = key.count
-        if count <= 16 { return true }
-        // Longer ids: compare the tail against the arena.
-        let start = Int(offsets[Int(stored.entry) - 1])
+        if count <= 8 { return true }
+        // Longer ids: compare the length and the tail against the arena.
+        let entry = stored.entry
+        let start = Int(offsets[entry])
+        guard Int(offsets[entry + 1]) - start == count else { return false }
         guard let base = arena.baseAddress, let other = key.baseAddress else { return false }
-        var i = 16
+        var i = 8
         while i + 8 <= count {
             if (base + start + i).loadUnaligned(as: UInt64.self) != (other + i).loadUnaligned(as: UInt64.self) { return false }
             i += 8

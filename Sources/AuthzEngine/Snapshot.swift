@@ -4,7 +4,7 @@
 // interned to dense Int32 indexes; relations are stored as CSR arrays (a start offset per
 // entity into one flat, sorted list), so a decision is a handful of array reads, a binary
 // search and a merge of two short sorted lists — no hashing beyond the id lookups, no
-// allocation.
+// allocation. The tables live in huge-page-advised memory (FlatTable.swift).
 //
 // Layout choices:
 // - Assets are indexed in ascending id order, so "the first asset by id order" (RULES.md §4
@@ -57,19 +57,19 @@ public final class Snapshot: Sendable {
         var builtins: UInt8 = 0
     }
 
-    let users: [UserRecord]
+    let users: FlatTable<UserRecord>
     /// Each user's custom groups, sorted (slices given by `UserRecord`).
-    let userGroups: [Int32]
-    let assets: [AssetRecord]
+    let userGroups: FlatTable<Int32>
+    let assets: FlatTable<AssetRecord>
     /// Each asset's custom groups, sorted.
-    let assetGroups: [Int32]
-    let projects: [ProjectRecord]
+    let assetGroups: FlatTable<Int32>
+    let projects: FlatTable<ProjectRecord>
     /// `user << 3 | level`, sorted per project, one entry per user (the highest level).
-    let userGrants: [UInt32]
+    let userGrants: FlatTable<UInt32>
     /// `group << 3 | level`, sorted per project, one entry per group (the highest level).
-    let groupGrants: [UInt32]
+    let groupGrants: FlatTable<UInt32>
     /// Each project's assets, sorted (= id order).
-    let projectAssets: [Int32]
+    let projectAssets: FlatTable<Int32>
 
     /// Grants as given in the workspace (before merging duplicates).
     public let grantCount: Int
@@ -129,7 +129,7 @@ public final class Snapshot: Sendable {
             }
         }
         let (userGroupStart, userGroups) = Self.csr(pairs: &membership, rows: userCount)
-        self.userGroups = userGroups
+        self.userGroups = FlatTable(userGroups)
 
         // Roles (RULES.md §2).
         var mappedRole = [Int8](repeating: -1, count: groupIds.count)
@@ -187,7 +187,7 @@ public final class Snapshot: Sendable {
             users[u].role = role
             users[u].roleSource = source
         }
-        self.users = users
+        self.users = FlatTable(users)
 
         // Assets (indexed in id order).
         var assetBuiltins = [UInt8](repeating: 0, count: assetIds.count)
@@ -208,10 +208,10 @@ public final class Snapshot: Sendable {
             }
         }
         let (assetGroupStart, assetGroups) = Self.csr(pairs: &assetGroupPairs, rows: assetIds.count)
-        self.assets = (0 ..< assetIds.count).map {
+        self.assets = FlatTable((0 ..< assetIds.count).map {
             AssetRecord(groupStart: assetGroupStart[$0], groupEnd: assetGroupStart[$0 + 1], builtins: assetBuiltins[$0])
-        }
-        self.assetGroups = assetGroups
+        })
+        self.assetGroups = FlatTable(assetGroups)
 
         // Projects.
         let projectCount = workspace.projects.count
@@ -267,7 +267,7 @@ public final class Snapshot: Sendable {
         let (userGrantStart, userGrants) = Self.grantCSR(pairs: &userGrantPairs, rows: projectCount)
         let (groupGrantStart, groupGrants) = Self.grantCSR(pairs: &groupGrantPairs, rows: projectCount)
         let (projectAssetStart, projectAssets) = Self.csr(pairs: &projectAssetPairs, rows: projectCount)
-        self.projects = (0 ..< projectCount).map { p in
+        self.projects = FlatTable((0 ..< projectCount).map { p in
             ProjectRecord(
                 owner: projectOwner[p],
                 userGrantStart: userGrantStart[p], userGrantEnd: userGrantStart[p + 1],
@@ -275,10 +275,10 @@ public final class Snapshot: Sendable {
                 assetStart: projectAssetStart[p], assetEnd: projectAssetStart[p + 1],
                 workspaceAccess: projectWorkspaceAccess[p], publicAccess: projectPublicAccess[p]
             )
-        }
-        self.userGrants = userGrants
-        self.groupGrants = groupGrants
-        self.projectAssets = projectAssets
+        })
+        self.userGrants = FlatTable(userGrants)
+        self.groupGrants = FlatTable(groupGrants)
+        self.projectAssets = FlatTable(projectAssets)
         self.warnings = warnings
     }
 
@@ -589,9 +589,8 @@ public final class Snapshot: Sendable {
 
     /// Approximate heap bytes held by the snapshot's tables.
     public var footprint: Int {
-        func bytes<T>(_ array: [T]) -> Int { array.capacity * MemoryLayout<T>.stride }
-        return userIds.footprint + groupIds.footprint + assetIds.footprint + projectIds.footprint
-            + bytes(users) + bytes(userGroups) + bytes(assets) + bytes(assetGroups)
-            + bytes(projects) + bytes(userGrants) + bytes(groupGrants) + bytes(projectAssets)
+        userIds.footprint + groupIds.footprint + assetIds.footprint + projectIds.footprint
+            + users.footprint + userGroups.footprint + assets.footprint + assetGroups.footprint
+            + projects.footprint + userGrants.footprint + groupGrants.footprint + projectAssets.footprint
     }
 }

@@ -127,6 +127,39 @@ case "decide":
     measureDecisions(snapshot: snapshot, runs: runs, count: options.int("decisions", 1_000_000), into: &results)
     print("{" + results.keys.sorted().map { "\"\($0)\":\(String(format: "%.3f", results[$0] ?? 0))" }.joined(separator: ",") + "}")
 
+case "load":
+    // Snapshot load time only (SQLite read + build), median of --runs.
+    guard let path = options.string("db") else { log("load needs --db"); exit(2) }
+    var loadTimes: [Double] = []
+    for _ in 0 ..< max(1, options.int("runs", 3)) {
+        let start = now()
+        let snapshot = try SnapshotLoader.load(path: path)
+        loadTimes.append(Double(now() - start) / 1e6)
+        consume(snapshot.userCount)
+    }
+    print("{\"load_ms\":\(String(format: "%.1f", median(loadTimes)))}")
+
+case "verify":
+    // A digest of full decisions (level, reason, every trace step; CanUse with and without a
+    // project) over uniform random queries, to compare two engine builds on one database.
+    guard let path = options.string("db") else { log("verify needs --db"); exit(2) }
+    let snapshot = try SnapshotLoader.load(path: path)
+    var rng = SplitMix64(seed: 7)
+    var digest: UInt64 = 0xcbf2_9ce4_8422_2325
+    func mix(_ value: Int) { digest = (digest ^ UInt64(truncatingIfNeeded: value)) &* 0x0000_0100_0000_01b3 }
+    for i in 0 ..< options.int("decisions", 2_000_000) {
+        let user = i % 97 == 0 ? "" : i % 89 == 0 ? "nobody" : snapshot.userIds.id(at: Int32(rng.below(snapshot.userCount)))
+        let project = i % 83 == 0 ? "nowhere" : snapshot.projectIds.id(at: Int32(rng.below(snapshot.projectCount)))
+        let asset = snapshot.assetIds.id(at: Int32(rng.below(snapshot.assetCount)))
+        let decision = snapshot.effectivePermission(user: user, project: project)
+        mix(Int(decision.level.rawValue)); mix(Int(decision.reason.rawValue))
+        for step in decision.trace { mix(Int(step.reason.rawValue)); mix(Int(step.level.rawValue)); mix(Int(step.subject)) }
+        let plain = snapshot.canUse(user: user, asset: asset)
+        let scoped = snapshot.canUse(user: user, asset: asset, project: project)
+        mix(Int(plain.access.rawValue)); mix(Int(plain.reason.rawValue)); mix(Int(scoped.access.rawValue)); mix(Int(scoped.reason.rawValue))
+    }
+    print(String(digest, radix: 16))
+
 case "full":
     guard let dir = options.string("dir") else { log("full needs --dir"); exit(2) }
     let parameters = SyntheticWorkspace.Parameters(
