@@ -1,0 +1,136 @@
+// The read-only side: builds engine snapshots from a store database and probes its
+// snapshot version cheaply. Never creates, migrates or writes the database.
+
+public import AuthzEngine
+import CSQLite
+import Synchronization
+
+/// Loads snapshots from a workspace store database, read-only.
+///
+/// Each call opens the file with SQLITE_OPEN_READONLY (a missing file is `.notFound`; a
+/// file without a schema is `.notInitialized`; a newer schema is `.schemaTooNew`) and reads
+/// everything inside ONE read transaction, so a concurrent writer's commit is either wholly
+/// visible or not at all. In WAL mode the read neither waits for nor blocks the writer.
+public enum SnapshotLoader {
+    /// Reads the workspace and builds the engine snapshot from it.
+    public static func load(path: String) throws(StoreError) -> Snapshot {
+        let (workspace, version) = try readWorkspace(path: path)
+        return Snapshot(workspace: workspace, version: version)
+    }
+
+    /// Reads the workspace and its snapshot version, consistently.
+    public static func readWorkspace(path: String) throws(StoreError) -> (workspace: Workspace, version: UInt64) {
+        let connection = try openReadOnly(path)
+        // Map the file instead of copying every page through the page cache: the loader
+        // reads it all once. (A hint: SQLite caps it at its compile-time maximum.)
+        try connection.exec("PRAGMA mmap_size = \(1 << 30)")
+        return try connection.transaction(.deferred) { () throws(StoreError) in
+            try WorkspaceReader(connection: connection).read()
+        }
+    }
+
+    /// Reads only the snapshot version (opens the file each time; a poller should keep a
+    /// `VersionProbe` instead).
+    public static func readVersion(path: String) throws(StoreError) -> UInt64 {
+        let connection = try openReadOnly(path)
+        return try connection.transaction(.deferred) { () throws(StoreError) in
+            try connection.requireCurrentSchema()
+            return try connection.snapshotVersion()
+        }
+    }
+
+    /// Opens an existing database read-only; `.notFound` when there is no file.
+    static func openReadOnly(_ path: String) throws(StoreError) -> Connection {
+        guard !path.isEmpty else { throw StoreError(code: .notFound, message: "the database path is empty") }
+        _ = try FileStatus.requireFile(path)
+        do {
+            return try Connection.open(path: path, flags: SQLITE_OPEN_READONLY)
+        } catch {
+            // Removed between the check and the open.
+            if FileStatus(path: path) == .missing {
+                throw StoreError(code: .notFound, message: "no database at \(path)", cause: error)
+            }
+            throw error
+        }
+    }
+}
+
+/// A cheap, repeatable probe of a store's snapshot version, for a poller that reloads the
+/// snapshot when the version changes. Keeps one read-only connection and one prepared
+/// single-row query; each `current()` is one indexed lookup plus a `stat` of the path.
+///
+/// Opening is lazy: a probe for a database that does not exist yet (or has no schema)
+/// throws from `current()` until it does. If the file at `path` is replaced (another
+/// inode), the probe reopens it. Safe to share between tasks and threads.
+public final class VersionProbe: Sendable {
+    /// The database path being probed.
+    public let path: String
+    private let state: Mutex<ProbeState>
+
+    public init(path: String) {
+        self.path = path
+        self.state = Mutex(ProbeState(path: path))
+    }
+
+    /// The snapshot version now.
+    ///
+    /// Fails with `.notFound` while there is no file, `.notInitialized` while it has no
+    /// schema, `.schemaTooNew` once a newer build has migrated it, `.busy`, `.io`.
+    public func current() throws(StoreError) -> UInt64 {
+        try state.withLock { (state: inout ProbeState) throws(StoreError) -> UInt64 in
+            try state.current()
+        }
+    }
+}
+
+/// The probe's connection state, guarded by the probe's mutex.
+struct ProbeState: ~Copyable {
+    let path: String
+    private var file: FileStatus?
+    private var connection: Connection?
+    private var query: Statement?
+
+    init(path: String) {
+        self.path = path
+    }
+
+    mutating func current() throws(StoreError) -> UInt64 {
+        let status = try FileStatus.requireFile(path)
+        if status != file {
+            // First use, or the path now names another file: start over.
+            query = nil
+            connection = nil
+            file = nil
+        }
+        let query = try prepared(status)
+        defer { query.reset() }
+        guard try query.step() else {
+            throw StoreError(code: .corrupt, message: "\(path): the meta row (snapshot version) is missing")
+        }
+        let schema = query.int64(1)
+        guard schema == Int64(Schema.latestVersion) else {
+            // Changed under the open connection (a migration): let the full check explain.
+            self.query = nil
+            try connection?.requireCurrentSchema()
+            throw StoreError(code: .sqlite, message: "\(path): unexpected schema version \(schema)")
+        }
+        return try Connection.snapshotVersion(query, column: 0, path: path)
+    }
+
+    private mutating func prepared(_ status: FileStatus) throws(StoreError) -> Statement {
+        if let query { return query }
+        let connection: Connection
+        if let open = self.connection {
+            connection = open
+        } else {
+            connection = try SnapshotLoader.openReadOnly(path)
+            self.connection = connection
+        }
+        file = status
+        try connection.requireCurrentSchema()
+        let query = try connection.prepare(
+            "SELECT meta.version, pragma_user_version.user_version FROM meta, pragma_user_version WHERE meta.id = 1")
+        self.query = query
+        return query
+    }
+}
