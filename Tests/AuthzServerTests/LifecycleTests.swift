@@ -23,18 +23,7 @@ func makeStaleSocket(_ path: String) throws {
     #endif
     guard fd >= 0 else { throw TestFailure("socket(): errno \(errno)") }
     defer { close(fd) }
-    var address = sockaddr_un()
-    address.sun_family = sa_family_t(AF_UNIX)
-    let bytes = Array(path.utf8)
-    withUnsafeMutableBytes(of: &address.sun_path) { raw in
-        raw.copyBytes(from: bytes)
-        raw[bytes.count] = 0
-    }
-    let result = withUnsafePointer(to: &address) { pointer in
-        pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-            bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-        }
-    }
+    let result = withUnixAddress(path) { bind(fd, $0, $1) }
     guard result == 0 else { throw TestFailure("bind(\(path)): errno \(errno)") }
 }
 
