@@ -90,7 +90,7 @@ let package = Package(
         ),
         .testTarget(
             name: "AuthzWireTests",
-            dependencies: ["AuthzEngine", "AuthzWire", "CAllocCounter", "CAuthzProto", "CProtobufC"],
+            dependencies: ["AuthzEngine", "AuthzWire", "AuthzWorkloads", "CAllocCounter", "CAuthzProto", "CProtobufC", "WireTestSupport"],
             swiftSettings: strictSettings
         ),
         // The sidecar server: SwiftNIO on a Unix domain socket, run as a ServiceLifecycle
@@ -129,7 +129,7 @@ let package = Package(
             name: "AuthzServerTests",
             dependencies: [
                 "AuthzClient", "AuthzDocument", "AuthzEngine", "AuthzQuery", "AuthzServer", "AuthzStore",
-                "AuthzWire", "ConformanceSupport",
+                "AuthzWire", "ConformanceSupport", "WireTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -147,6 +147,12 @@ let package = Package(
         .testTarget(
             name: "AuthzDocumentTests",
             dependencies: ["AuthzEngine", "AuthzDocument"],
+            swiftSettings: strictSettings
+        ),
+        .target(
+            name: "WireTestSupport",
+            dependencies: ["AuthzWire"],
+            path: "Tests/WireTestSupport",
             swiftSettings: strictSettings
         ),
         .target(

@@ -6,6 +6,7 @@ import AuthzEngine
 import AuthzServer
 import AuthzWire
 import Testing
+import WireTestSupport
 
 #if canImport(Glibc)
 import Glibc
@@ -64,7 +65,7 @@ struct BadInputTests {
             #expect(response.status.code == .invalidArgument)
             #expect(response.callId == 0)
             // A damaged payload whose call_id came first still gets its call id back.
-            try connection.send(frame(Proto.field(1, varint: 77) + [0x0A, 0x7F]))
+            try connection.send(frame(PB.varint(1, 77) + [0x0A, 0x7F]))
             let salvaged = try #require(await connection.readResponse())
             #expect(salvaged.callId == 77)
             #expect(salvaged.status.code == .invalidArgument)
@@ -79,7 +80,7 @@ struct BadInputTests {
     @Test func aRequestWithoutAMethodIsInvalid() async throws {
         try await withServer { server in
             let connection = try RawConnection(path: server.socketPath)
-            try connection.send(frame(Proto.field(1, varint: 7)))
+            try connection.send(frame(PB.varint(1, 7)))
             let response = try #require(await connection.readResponse())
             #expect(response.callId == 7)
             #expect(response.status.code == .invalidArgument)
@@ -90,7 +91,7 @@ struct BadInputTests {
             #expect(empty.callId == 0)
             #expect(empty.status.code == .invalidArgument)
             // An unknown method of a newer protocol (field 20) is UNIMPLEMENTED.
-            try connection.send(frame(Proto.field(1, varint: 11) + Proto.field(20, bytes: [])))
+            try connection.send(frame(PB.varint(1, 11) + PB.bytes(20, [])))
             let newer = try #require(await connection.readResponse())
             #expect(newer.callId == 11)
             #expect(newer.status.code == .unimplemented)
@@ -103,15 +104,15 @@ struct BadInputTests {
         try await withServer { server in
             let connection = try RawConnection(path: server.socketPath)
             // effective_permission (field 11) with required_level = 99.
-            let query = Proto.field(1, string: "u-admin") + Proto.field(2, string: "p-revenue") + Proto.field(3, varint: 99)
-            try connection.send(frame(Proto.field(1, varint: 3) + Proto.field(11, bytes: query)))
+            let query = PB.string(1, "u-admin") + PB.string(2, "p-revenue") + PB.varint(3, 99)
+            try connection.send(frame(PB.varint(1, 3) + PB.bytes(11, query)))
             let response = try #require(await connection.readResponse())
             #expect(response.callId == 3)
             #expect(response.status.code == .invalidArgument)
             #expect(response.status.message.contains("required_level"))
             // can_use (field 10) with required_access = 99.
-            let access = Proto.field(1, string: "u-admin") + Proto.field(2, string: "a-open") + Proto.field(4, varint: 99)
-            try connection.send(frame(Proto.field(1, varint: 4) + Proto.field(10, bytes: access)))
+            let access = PB.string(1, "u-admin") + PB.string(2, "a-open") + PB.varint(4, 99)
+            try connection.send(frame(PB.varint(1, 4) + PB.bytes(10, access)))
             let second = try #require(await connection.readResponse())
             #expect(second.callId == 4)
             #expect(second.status.code == .invalidArgument)

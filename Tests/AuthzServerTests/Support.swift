@@ -439,39 +439,6 @@ func waitUntilServerRead(_ connection: RawConnection) async throws {
     try await eventually(.seconds(5), "the server reads the bytes sent") { connection.unreadByPeer == 0 }
 }
 
-/// A frame around `payload` (flag 0, big-endian length).
-func frame(_ payload: [UInt8]) -> [UInt8] {
-    let length = UInt32(payload.count)
-    return [0, UInt8(length >> 24), UInt8((length >> 16) & 0xFF), UInt8((length >> 8) & 0xFF), UInt8(length & 0xFF)] + payload
-}
-
-/// Protobuf helpers for hand-made payloads.
-enum Proto {
-    static func varint(_ value: UInt64) -> [UInt8] {
-        var value = value
-        var bytes: [UInt8] = []
-        repeat {
-            var byte = UInt8(value & 0x7F)
-            value >>= 7
-            if value != 0 { byte |= 0x80 }
-            bytes.append(byte)
-        } while value != 0
-        return bytes
-    }
-
-    static func field(_ number: UInt64, varint value: UInt64) -> [UInt8] {
-        varint(number << 3) + varint(value)
-    }
-
-    static func field(_ number: UInt64, bytes value: [UInt8]) -> [UInt8] {
-        varint(number << 3 | 2) + varint(UInt64(value.count)) + value
-    }
-
-    static func field(_ number: UInt64, string value: String) -> [UInt8] {
-        field(number, bytes: Array(value.utf8))
-    }
-}
-
 /// Raises the soft open-files limit to the hard limit (for the many-connections test).
 func raiseOpenFileLimit(to wanted: UInt64) {
     var limit = rlimit()

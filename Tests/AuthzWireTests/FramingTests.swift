@@ -1,4 +1,5 @@
 import AuthzWire
+import AuthzWorkloads
 import Testing
 
 @Suite("Framing")
@@ -137,7 +138,7 @@ struct FramingTests {
     }
 
     @Test func randomStreamsNeverCrashTheParser() {
-        var generator = SeededGenerator(state: 7)
+        var generator = SplitMix64(seed: 7)
         for _ in 0..<2000 {
             let count = Int.random(in: 0...80, using: &generator)
             let bytes = (0..<count).map { _ in UInt8.random(in: 0...3, using: &generator) }

@@ -1,6 +1,8 @@
 import AuthzEngine
 import AuthzWire
+import AuthzWorkloads
 import Testing
+import WireTestSupport
 
 @Suite("Request codec")
 struct RequestCodecTests {
@@ -262,7 +264,7 @@ struct RequestCodecTests {
     }
 
     @Test func randomPayloadsNeverCrashAndAreErrors() {
-        var generator = SeededGenerator(state: 42)
+        var generator = SplitMix64(seed: 42)
         var invalid = 0
         let rounds = 20_000
         for round in 0..<rounds {

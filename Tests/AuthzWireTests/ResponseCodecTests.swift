@@ -1,6 +1,8 @@
 import AuthzEngine
 import AuthzWire
+import AuthzWorkloads
 import Testing
+import WireTestSupport
 
 @Suite("Response codec")
 struct ResponseCodecTests {
@@ -176,7 +178,7 @@ struct ResponseCodecTests {
     }
 
     @Test func randomResponsePayloadsNeverCrash() {
-        var generator = SeededGenerator(state: 1)
+        var generator = SplitMix64(seed: 1)
         for _ in 0..<10_000 {
             let count = Int.random(in: 0...96, using: &generator)
             let bytes = (0..<count).map { _ in UInt8.random(in: 0...255, using: &generator) }
