@@ -3,7 +3,7 @@
 
 import AuthzEngine
 import AuthzStore
-import CSQLite
+import SQLiteTestSupport
 import Foundation
 import Testing
 
@@ -29,73 +29,6 @@ func fileExists(_ path: String) -> Bool { FileManager.default.fileExists(atPath:
 
 /// The bytes of a file (empty when missing).
 func fileBytes(_ path: String) -> Data { FileManager.default.contents(atPath: path) ?? Data() }
-
-struct RawSQLiteError: Error, CustomStringConvertible {
-    var code: Int32
-    var message: String
-    var description: String { "SQLite \(code): \(message)" }
-}
-
-/// A plain sqlite3 connection, independent of the store's own layer. Foreign keys are OFF
-/// unless asked for, as in the sqlite3 CLI.
-final class RawDatabase {
-    let handle: OpaquePointer
-
-    init(_ path: String, foreignKeys: Bool = false, readOnly: Bool = false) throws {
-        var handle: OpaquePointer?
-        let flags = readOnly ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE)
-        let result = sqlite3_open_v2(path, &handle, flags, nil)
-        guard result == SQLITE_OK, let handle else {
-            sqlite3_close_v2(handle)
-            throw RawSQLiteError(code: result, message: "cannot open \(path)")
-        }
-        self.handle = handle
-        sqlite3_busy_timeout(handle, 2_000)
-        if foreignKeys { try exec("PRAGMA foreign_keys = ON") }
-    }
-
-    deinit { sqlite3_close_v2(handle) }
-
-    /// Rows changed by the last statement.
-    var changes: Int32 { sqlite3_changes(handle) }
-
-    func exec(_ sql: String) throws {
-        let result = sqlite3_exec(handle, sql, nil, nil, nil)
-        guard result == SQLITE_OK else {
-            throw RawSQLiteError(code: result, message: String(cString: sqlite3_errmsg(handle)))
-        }
-    }
-
-    /// The first column of every row, as text (NULL as "NULL").
-    func column(_ sql: String) throws -> [String] {
-        var statement: OpaquePointer?
-        guard sqlite3_prepare_v2(handle, sql, -1, &statement, nil) == SQLITE_OK, let statement else {
-            throw RawSQLiteError(code: sqlite3_errcode(handle), message: String(cString: sqlite3_errmsg(handle)))
-        }
-        defer { sqlite3_finalize(statement) }
-        var values: [String] = []
-        while true {
-            let result = sqlite3_step(statement)
-            if result == SQLITE_DONE { break }
-            guard result == SQLITE_ROW else {
-                throw RawSQLiteError(code: result, message: String(cString: sqlite3_errmsg(handle)))
-            }
-            if let text = sqlite3_column_text(statement, 0) {
-                values.append(String(cString: text))
-            } else {
-                values.append("NULL")
-            }
-        }
-        return values
-    }
-
-    func int(_ sql: String) throws -> Int64 {
-        guard let text = try column(sql).first, let value = Int64(text) else {
-            throw RawSQLiteError(code: SQLITE_ERROR, message: "no integer from \(sql)")
-        }
-        return value
-    }
-}
 
 /// The error a store call throws, or nil when it succeeds (any other error is a failure).
 func storeError<T>(_ body: () throws -> T, sourceLocation: SourceLocation = #_sourceLocation) -> StoreError? {

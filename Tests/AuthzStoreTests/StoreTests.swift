@@ -5,6 +5,7 @@ import AuthzDocument
 import AuthzEngine
 import AuthzStore
 import Foundation
+import SQLiteTestSupport
 import Testing
 
 @Suite("WorkspaceStore")
