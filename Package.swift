@@ -122,6 +122,7 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strictSettings
         ),
@@ -129,7 +130,7 @@ let package = Package(
             name: "AuthzServerTests",
             dependencies: [
                 "AuthzClient", "AuthzDocument", "AuthzEngine", "AuthzQuery", "AuthzServer", "AuthzStore",
-                "AuthzWire", "ConformanceSupport", "WireTestSupport",
+                "AuthzWire", "AuthzWorkloads", "ConformanceSupport", "SQLiteTestSupport", "WireTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -156,6 +157,12 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         .target(
+            name: "SQLiteTestSupport",
+            dependencies: ["CSQLite"],
+            path: "Tests/SQLiteTestSupport",
+            swiftSettings: strictSettings
+        ),
+        .target(
             name: "ConformanceSupport",
             dependencies: ["AuthzDocument", "AuthzQuery"],
             path: "Tests/ConformanceSupport",
@@ -163,7 +170,7 @@ let package = Package(
         ),
         .testTarget(
             name: "AuthzStoreTests",
-            dependencies: ["AuthzEngine", "AuthzDocument", "AuthzQuery", "AuthzStore", "AuthzWorkloads", "ConformanceSupport", "CSQLite"],
+            dependencies: ["AuthzEngine", "AuthzDocument", "AuthzQuery", "AuthzStore", "AuthzWorkloads", "ConformanceSupport", "SQLiteTestSupport"],
             swiftSettings: strictSettings
         ),
     ],

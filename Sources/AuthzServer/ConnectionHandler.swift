@@ -18,12 +18,34 @@ final class ServerContext: Sendable {
     let connectionsOpen = Atomic<Int>(0)
     let requestsServed = Atomic<UInt64>(0)
     let nextConnectionID = Atomic<UInt64>(1)
+    let reloader: SnapshotReloader?
+    /// Who may call Reload (SO_PEERCRED uid): the daemon's own user and root.
+    let reloadAllowed: @Sendable (UInt32) -> Bool
 
-    init(configuration: ServerConfiguration, snapshots: SnapshotHolder, logger: Logger) {
+    init(
+        configuration: ServerConfiguration, snapshots: SnapshotHolder, reloader: SnapshotReloader?, logger: Logger,
+        reloadAllowed: @escaping @Sendable (UInt32) -> Bool
+    ) {
         self.configuration = configuration
         self.snapshots = snapshots
+        self.reloader = reloader
         self.logger = logger
+        self.reloadAllowed = reloadAllowed
         self.startedAt = .now
+    }
+
+    /// Why checks must not be answered from the snapshot in service (`--max-staleness`
+    /// exceeded), or nil. Lock-free while loads succeed.
+    func failClosedReason() -> String? {
+        guard let maxStaleness = configuration.maxStaleness,
+            let since = snapshots.failingSinceUnixMs
+        else { return nil }
+        let now = WallClock.nowUnixMs()
+        let limit = UInt64(SnapshotReloader.milliseconds(maxStaleness))
+        guard now > since, now - since > limit else { return nil }
+        let error = snapshots.current.lastLoadError ?? "unknown error"
+        return
+            "the snapshot in service has failed to refresh for \(now - since) ms, more than --max-staleness \(maxStaleness): refusing to answer from it (last load error: \(error))"
     }
 
     func status() -> WireResponse.StatusResult {
@@ -89,6 +111,17 @@ final class ConnectionHandler: ChannelDuplexHandler {
     /// At most one log line per connection for errors.
     private var errorLogged = false
     private var closeScheduled = false
+    /// A request is waiting (for a newer snapshot, or a reload): later requests queue
+    /// behind it, so answers keep request order, and nothing more is read meanwhile.
+    private var parked = false
+    private var queued = CircularBuffer<QueuedRequest>()
+    /// The client shut down its sending side: close once everything is answered.
+    private var inputClosed = false
+
+    private struct QueuedRequest {
+        var payload: ByteBuffer
+        var receivedAt: NIODeadline
+    }
 
     init(server: ServerContext, decoder: FrameDecoder, connectionID: UInt64) {
         self.server = server
@@ -136,30 +169,165 @@ final class ConnectionHandler: ChannelDuplexHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard state != .closing else { return }
         let payload = Self.unwrapInboundIn(data)
+        if parked {
+            queued.append(QueuedRequest(payload: payload, receivedAt: .now()))
+            return
+        }
+        handle(payload, receivedAt: nil, context)
+    }
+
+    /// Decodes and answers one request, or parks it. `receivedAt` is set for a request
+    /// that waited in the queue (its deadline runs from then).
+    private func handle(_ payload: ByteBuffer, receivedAt: NIODeadline?, _ context: ChannelHandlerContext) {
         let maxBatchChecks = self.maxBatchChecks
         let decoded = payload.withUnsafeReadableBytes { bytes in
             Result { () throws(WireRequestError) -> WireRequest in
                 try WireRequest(decoding: bytes, maxBatchChecks: maxBatchChecks)
             }
         }
-        let response: WireResponse
-        switch decoded {
-        case .success(let request):
-            if !batchSnapshotRead {
-                batchSnapshot = server.snapshots.snapshot
-                batchSnapshotRead = true
-            }
-            if case .status = request.method { reportRequests() }
-            let server = self.server
-            response = RequestProcessor.respond(
-                to: request, snapshot: batchSnapshot,
-                lastLoadError: { server.snapshots.current.lastLoadError },
-                status: { server.status() })
-        case .failure(let failure):
-            response = WireResponse(replyingTo: failure)
-        }
-        append(response, context)
         unreportedRequests += 1
+        let request: WireRequest
+        switch decoded {
+        case .success(let decoded):
+            request = decoded
+        case .failure(let failure):
+            append(WireResponse(replyingTo: failure), context)
+            return
+        }
+        if let receivedAt, request.deadlineMs > 0, receivedAt + .milliseconds(Int64(request.deadlineMs)) <= .now() {
+            append(
+                WireResponse(
+                    callId: request.callId,
+                    error: WireError(.deadlineExceeded, "the deadline of \(request.deadlineMs) ms passed while the request waited behind an earlier one on this connection")),
+                context)
+            return
+        }
+        if !batchSnapshotRead {
+            batchSnapshot = server.snapshots.snapshot
+            batchSnapshotRead = true
+        }
+        if case .status = request.method { reportRequests() }
+        let server = self.server
+        let disposition = RequestProcessor.dispose(
+            request, snapshot: batchSnapshot, failClosed: { server.failClosedReason() },
+            lastLoadError: { server.snapshots.current.lastLoadError },
+            status: { server.status() })
+        switch disposition {
+        case .respond(let response):
+            append(response, context)
+        case .waitForVersion(let version):
+            let deadline = (receivedAt ?? .now()) + TimeAmount(waitBudget(request))
+            server.reloader?.requestCheck()
+            let future = server.snapshots.waitForVersion(version, on: context.eventLoop, until: deadline)
+                .map { snapshot in
+                    RequestProcessor.answerAfterWaiting(
+                        request, snapshot: snapshot, failClosed: { server.failClosedReason() },
+                        lastLoadError: { server.snapshots.current.lastLoadError })
+                }
+            park(future, context)
+        case .reload:
+            park(reload(request, context), context)
+        }
+    }
+
+    /// How long a request may wait for a newer snapshot: its `deadline_ms`, or the
+    /// server's default, at most `ServerConfiguration.maxDeadline`.
+    private func waitBudget(_ request: WireRequest) -> Duration {
+        let requested: Duration =
+            request.deadlineMs > 0 ? .milliseconds(Int64(request.deadlineMs)) : server.configuration.defaultDeadline
+        return min(requested, ServerConfiguration.maxDeadline)
+    }
+
+    /// A Reload request: only from the daemon's own Unix user or root (SO_PEERCRED).
+    private func reload(_ request: WireRequest, _ context: ChannelHandlerContext) -> EventLoopFuture<WireResponse> {
+        let server = self.server
+        let callId = request.callId
+        guard let reloader = server.reloader else {
+            return context.eventLoop.makeSucceededFuture(
+                WireResponse(
+                    callId: callId,
+                    error: WireError(.unimplemented, "this server was started without a reloader"),
+                    snapshotVersion: server.snapshots.snapshot?.version ?? 0))
+        }
+        let eventLoop = context.eventLoop
+        return PeerCredentials.of(context.channel).flatMap { credentials in
+            guard let credentials, server.reloadAllowed(credentials.uid) else {
+                let who = credentials.map { "Unix user \($0.uid)" } ?? "a peer whose credentials cannot be read"
+                return eventLoop.makeSucceededFuture(
+                    WireResponse(
+                        callId: callId,
+                        error: WireError(
+                            .permissionDenied,
+                            "Reload is allowed only to the daemon's own Unix user and root, not to \(who)"),
+                        snapshotVersion: server.snapshots.snapshot?.version ?? 0))
+            }
+            let promise = eventLoop.makePromise(of: WireResponse.self)
+            reloader.reload { outcome in
+                let version = outcome.snapshot?.version ?? 0
+                if let error = outcome.error {
+                    promise.succeed(
+                        WireResponse(
+                            callId: callId,
+                            error: WireError(
+                                .unavailable,
+                                "the reload failed; \(outcome.snapshot == nil ? "no snapshot is in service" : "still serving version \(version)"): \(error)"
+                            ),
+                            snapshotVersion: version))
+                } else {
+                    promise.succeed(
+                        WireResponse(callId: callId, snapshotVersion: version, answer: .reload(.init(snapshotVersion: version))))
+                }
+            }
+            return promise.futureResult
+        }
+    }
+
+    /// Holds the connection's later requests until `future` gives this one's answer.
+    private func park(_ future: EventLoopFuture<WireResponse>, _ context: ChannelHandlerContext) {
+        parked = true
+        future.assumeIsolated().whenComplete { result in
+            self.parked = false
+            guard self.state != .closing else { return }
+            switch result {
+            case .success(let response):
+                self.append(response, context)
+            case .failure(let error):
+                self.append(WireResponse(callId: 0, error: WireError(.internal, "\(error)")), context)
+            }
+            self.resumeQueue(context)
+        }
+    }
+
+    /// Answers the queued requests in order until one parks again, then flushes.
+    private func resumeQueue(_ context: ChannelHandlerContext) {
+        batchSnapshotRead = false
+        batchSnapshot = nil
+        while !parked, let next = queued.popFirst() {
+            handle(next.payload, receivedAt: next.receivedAt, context)
+        }
+        batchSnapshotRead = false
+        batchSnapshot = nil
+        reportRequests()
+        writeOutput(context)
+        if needsFlush {
+            needsFlush = false
+            context.flush()
+        }
+        guard !parked else { return }
+        finishIfDone(context)
+        if pendingRead, state != .closing, context.channel.isWritable {
+            pendingRead = false
+            context.read()
+        }
+    }
+
+    /// Closes after the last answer once the client stopped sending (or the server is
+    /// draining) and nothing is waiting or half-received.
+    private func finishIfDone(_ context: ChannelHandlerContext) {
+        guard !parked, queued.isEmpty else { return }
+        if inputClosed || (state == .draining && !decoder.holdsPartialFrame) {
+            closeAfterFlushing(context)
+        }
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -175,9 +343,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
                 context.flush()
             }
         }
-        if state == .draining, !decoder.holdsPartialFrame {
-            closeAfterFlushing(context)
-        }
+        finishIfDone(context)
         context.fireChannelReadComplete()
     }
 
@@ -208,7 +374,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
 
     func read(context: ChannelHandlerContext) {
         guard state != .closing else { return }
-        guard context.channel.isWritable else {
+        guard context.channel.isWritable, !parked else {
             pendingRead = true
             return
         }
@@ -216,7 +382,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if context.channel.isWritable, pendingRead, state != .closing {
+        if context.channel.isWritable, pendingRead, !parked, state != .closing {
             pendingRead = false
             context.read()
         }
@@ -249,13 +415,14 @@ final class ConnectionHandler: ChannelDuplexHandler {
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let event = event as? ChannelEvent, event == .inputClosed {
             // The client sent everything it will send: answer it all, then close.
-            closeAfterFlushing(context)
+            inputClosed = true
+            finishIfDone(context)
             return
         }
         if event is ChannelShouldQuiesceEvent {
             guard state == .open else { return }
             state = .draining
-            if !decoder.holdsPartialFrame { closeAfterFlushing(context) }
+            finishIfDone(context)
             return
         }
         context.fireUserInboundEventTriggered(event)

@@ -5,60 +5,92 @@ import AuthzEngine
 import AuthzWire
 
 enum RequestProcessor {
-    /// The response to `request`, answered from `snapshot` (the one snapshot read for this
-    /// read batch); `status` is only called for Status requests.
-    static func respond(
-        to request: WireRequest, snapshot: Snapshot?, lastLoadError: () -> String?,
+    /// What to do with a decoded request.
+    enum Disposition {
+        /// Answer now.
+        case respond(WireResponse)
+        /// A check whose `min_snapshot_version` is newer than the snapshot in service (or
+        /// none is loaded): wait for a reload, up to the deadline.
+        case waitForVersion(UInt64)
+        /// A Reload request.
+        case reload
+    }
+
+    /// Decides `request` against `snapshot` (the one snapshot read for this read batch).
+    /// `failClosed` says the snapshot is too stale to answer checks from (--max-staleness);
+    /// `status` is only called for Status requests.
+    static func dispose(
+        _ request: WireRequest, snapshot: Snapshot?, failClosed: () -> String?, lastLoadError: () -> String?,
         status: () -> WireResponse.StatusResult
-    ) -> WireResponse {
+    ) -> Disposition {
         switch request.method {
         case .status:
             let result = status()
-            return WireResponse(callId: request.callId, snapshotVersion: result.snapshotVersion, answer: .status(result))
+            return .respond(
+                WireResponse(callId: request.callId, snapshotVersion: result.snapshotVersion, answer: .status(result)))
         case .reload:
-            return WireResponse(
-                callId: request.callId,
-                error: WireError(
-                    .unimplemented, "Reload is not implemented by this server yet; restart authzd to load a new snapshot"),
-                snapshotVersion: snapshot?.version ?? 0)
-        case .check(let check):
+            return .reload
+        case .check, .batch:
             guard let snapshot, snapshot.version >= request.minSnapshotVersion else {
-                return unusable(request, snapshot, lastLoadError)
+                if request.minSnapshotVersion > 0 { return .waitForVersion(request.minSnapshotVersion) }
+                return .respond(unavailable(request, lastLoadError()))
             }
+            if let reason = failClosed() {
+                return .respond(
+                    WireResponse(
+                        callId: request.callId, error: WireError(.unavailable, reason), snapshotVersion: snapshot.version))
+            }
+            return .respond(answer(request, from: snapshot))
+        }
+    }
+
+    /// The answer to a check or batch from `snapshot` (which satisfies the request).
+    static func answer(_ request: WireRequest, from snapshot: Snapshot) -> WireResponse {
+        switch request.method {
+        case .check(let check):
             return WireResponse(
                 callId: request.callId, snapshotVersion: snapshot.version,
                 answer: .check(evaluate(check, explain: request.explain, in: snapshot)))
         case .batch(let batch):
-            guard let snapshot, snapshot.version >= request.minSnapshotVersion else {
-                return unusable(request, snapshot, lastLoadError)
-            }
             var results: [WireResponse.CheckResult] = []
             results.reserveCapacity(batch.count)
             for check in batch {
                 results.append(evaluate(check, explain: request.explain, in: snapshot))
             }
             return WireResponse(callId: request.callId, snapshotVersion: snapshot.version, answer: .batch(results))
+        case .status, .reload:
+            return WireResponse(
+                callId: request.callId, error: WireError(.internal, "not a check: \(request.method)"),
+                snapshotVersion: snapshot.version)
         }
     }
 
-    /// Why the snapshot cannot answer `request`: none is loaded (UNAVAILABLE), or it is
-    /// older than the request's `min_snapshot_version` (FAILED_PRECONDITION, naming the
-    /// version in service; waiting for a newer one is a later issue).
-    private static func unusable(
-        _ request: WireRequest, _ snapshot: Snapshot?, _ lastLoadError: () -> String?
+    /// The answer after waiting for `min_snapshot_version`: from `snapshot` if it is new
+    /// enough, else FAILED_PRECONDITION naming the version in service (UNAVAILABLE if none).
+    static func answerAfterWaiting(
+        _ request: WireRequest, snapshot: Snapshot?, failClosed: () -> String?, lastLoadError: () -> String?
     ) -> WireResponse {
-        guard let snapshot else {
-            var message = "no workspace snapshot is loaded"
-            if let error = lastLoadError() { message += " (last load error: \(error))" }
-            return WireResponse(callId: request.callId, error: WireError(.unavailable, message))
+        guard let snapshot else { return unavailable(request, lastLoadError()) }
+        guard snapshot.version >= request.minSnapshotVersion else {
+            return WireResponse(
+                callId: request.callId,
+                error: WireError(
+                    .failedPrecondition,
+                    "the snapshot in service is version \(snapshot.version), older than min_snapshot_version \(request.minSnapshotVersion), and no newer one was loaded before the deadline"
+                ),
+                snapshotVersion: snapshot.version)
         }
-        return WireResponse(
-            callId: request.callId,
-            error: WireError(
-                .failedPrecondition,
-                "the snapshot in service is version \(snapshot.version), older than min_snapshot_version \(request.minSnapshotVersion)"
-            ),
-            snapshotVersion: snapshot.version)
+        if let reason = failClosed() {
+            return WireResponse(
+                callId: request.callId, error: WireError(.unavailable, reason), snapshotVersion: snapshot.version)
+        }
+        return answer(request, from: snapshot)
+    }
+
+    private static func unavailable(_ request: WireRequest, _ lastLoadError: String?) -> WireResponse {
+        var message = "no workspace snapshot is loaded"
+        if let lastLoadError { message += " (last load error: \(lastLoadError))" }
+        return WireResponse(callId: request.callId, error: WireError(.unavailable, message))
     }
 
     /// One decision from `snapshot`.

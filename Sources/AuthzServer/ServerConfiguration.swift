@@ -30,6 +30,21 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var writeBufferLowWaterMark: Int
     /// The listen(2) backlog (the kernel caps it at net.core.somaxconn).
     public var listenBacklog: Int
+    /// Watch the database's directory with inotify and reload on changes.
+    public var watchDatabase: Bool
+    /// Check the snapshot version this often (a fallback for file systems where the watch
+    /// is silent); nil = never.
+    public var pollInterval: Duration?
+    /// After the first file event of a burst, wait this long before checking (coalesces
+    /// the events of one commit, and commits in quick succession).
+    public var reloadDebounce: Duration
+    /// When loads have been failing for longer than this while an older snapshot is in
+    /// service, checks answer UNAVAILABLE instead (fail closed); nil = serve the last good
+    /// snapshot indefinitely.
+    public var maxStaleness: Duration?
+    /// How long a request with `min_snapshot_version` but no `deadline_ms` may wait for a
+    /// newer snapshot.
+    public var defaultDeadline: Duration
 
     public static let defaultSocketMode: UInt32 = 0o660
     public static let defaultMaxFrameSize = 64 * 1024
@@ -37,6 +52,11 @@ public struct ServerConfiguration: Sendable, Equatable {
     public static let defaultMaxConnections = 1024
     public static let defaultIdleTimeout: Duration = .seconds(300)
     public static let defaultShutdownGracePeriod: Duration = .seconds(10)
+    public static let defaultPollInterval: Duration = .seconds(1)
+    public static let defaultReloadDebounce: Duration = .milliseconds(5)
+    public static let defaultDeadline: Duration = .seconds(1)
+    /// No request waits longer than this for a newer snapshot, whatever its `deadline_ms`.
+    public static let maxDeadline: Duration = .seconds(60)
 
     public init(
         socketPath: String,
@@ -51,7 +71,12 @@ public struct ServerConfiguration: Sendable, Equatable {
         shutdownGracePeriod: Duration = ServerConfiguration.defaultShutdownGracePeriod,
         writeBufferHighWaterMark: Int = 64 * 1024,
         writeBufferLowWaterMark: Int = 32 * 1024,
-        listenBacklog: Int = 4096
+        listenBacklog: Int = 4096,
+        watchDatabase: Bool = true,
+        pollInterval: Duration? = ServerConfiguration.defaultPollInterval,
+        reloadDebounce: Duration = ServerConfiguration.defaultReloadDebounce,
+        maxStaleness: Duration? = nil,
+        defaultDeadline: Duration = ServerConfiguration.defaultDeadline
     ) {
         self.socketPath = socketPath
         self.databasePath = databasePath
@@ -66,6 +91,11 @@ public struct ServerConfiguration: Sendable, Equatable {
         self.writeBufferHighWaterMark = writeBufferHighWaterMark
         self.writeBufferLowWaterMark = writeBufferLowWaterMark
         self.listenBacklog = listenBacklog
+        self.watchDatabase = watchDatabase
+        self.pollInterval = pollInterval
+        self.reloadDebounce = reloadDebounce
+        self.maxStaleness = maxStaleness
+        self.defaultDeadline = defaultDeadline
     }
 
     /// Throws every problem with the values as one error; returns when the configuration is usable.
@@ -89,6 +119,16 @@ public struct ServerConfiguration: Sendable, Equatable {
             problems.append("write buffer water marks must satisfy 0 <= low <= high")
         }
         if listenBacklog < 1 { problems.append("the listen backlog must be at least 1") }
+        if let pollInterval, pollInterval < .milliseconds(10) {
+            problems.append("the poll interval must be at least 10ms (or 0 for no polling)")
+        }
+        if reloadDebounce < .zero || reloadDebounce > .seconds(10) {
+            problems.append("the reload debounce must be between 0 and 10s")
+        }
+        if let maxStaleness, maxStaleness <= .zero { problems.append("the max staleness must be positive (or none)") }
+        if defaultDeadline < .zero || defaultDeadline > Self.maxDeadline {
+            problems.append("the default deadline must be between 0 and \(Self.maxDeadline)")
+        }
         if !problems.isEmpty { throw ConfigurationError(problems) }
     }
 }
@@ -156,6 +196,11 @@ public struct DaemonSettings: Sendable, Equatable {
         case maxConnections = "max-connections"
         case idleTimeout = "idle-timeout"
         case shutdownGracePeriod = "shutdown-grace-period"
+        case watch
+        case pollInterval = "poll-interval"
+        case reloadDebounce = "reload-debounce"
+        case maxStaleness = "max-staleness"
+        case defaultDeadline = "default-deadline"
         case logLevel = "log-level"
         case logFormat = "log-format"
 
@@ -217,6 +262,21 @@ public struct DaemonSettings: Sendable, Equatable {
         }
         if let grace = parse(.shutdownGracePeriod, "a duration such as 10, 10s or 1500ms", Self.parseDuration) {
             server.shutdownGracePeriod = grace
+        }
+        if let watch = parse(.watch, "a boolean (true/false, 1/0, yes/no)", Self.parseBool) {
+            server.watchDatabase = watch
+        }
+        if let interval = parse(.pollInterval, "a duration such as 1s, 500ms or 0 (off)", Self.parseDuration) {
+            server.pollInterval = interval == .zero ? nil : interval
+        }
+        if let debounce = parse(.reloadDebounce, "a duration such as 5ms", Self.parseDuration) {
+            server.reloadDebounce = debounce
+        }
+        if let staleness = parse(.maxStaleness, "a duration such as 30s, 5m or 0 (off)", Self.parseDuration) {
+            server.maxStaleness = staleness == .zero ? nil : staleness
+        }
+        if let deadline = parse(.defaultDeadline, "a duration such as 1s or 250ms", Self.parseDuration) {
+            server.defaultDeadline = deadline
         }
         let levels = LogLevel.allCases.map(\.rawValue).joined(separator: ", ")
         let level = parse(.logLevel, "a log level (\(levels))") { LogLevel(rawValue: $0.lowercased()) } ?? .info

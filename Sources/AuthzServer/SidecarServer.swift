@@ -7,6 +7,12 @@ public import NIOPosix
 public import ServiceLifecycle
 import Synchronization
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
 /// The authorization sidecar server on a Unix domain socket.
 ///
 /// `run()` binds (replacing a stale socket file, refusing a live one or a non-socket),
@@ -35,18 +41,32 @@ public final class SidecarServer: Service, Sendable {
     ///   - configuration: where to listen and the limits to enforce. Not re-validated here
     ///     beyond what binding needs: call `validate()` first.
     ///   - snapshots: the snapshot holder requests read (load it before or after `run()`).
+    ///   - reloader: what Reload requests and requests waiting for a newer snapshot ask to
+    ///     reload (run it as a service of its own); without one, Reload is UNIMPLEMENTED
+    ///     and such requests wait for whatever installs snapshots.
     ///   - eventLoopGroup: the loops connections are served on.
+    ///   - reloadAllowed: whether a peer with this Unix uid may call Reload; by default the
+    ///     daemon's own effective user and root.
     public init(
         configuration: ServerConfiguration,
         snapshots: SnapshotHolder,
+        reloader: SnapshotReloader? = nil,
         eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
-        logger: Logger = Logger(label: "authzd")
+        logger: Logger = Logger(label: "authzd"),
+        reloadAllowed: @escaping @Sendable (UInt32) -> Bool = SidecarServer.defaultReloadPolicy
     ) {
         self.configuration = configuration
         self.snapshots = snapshots
         self.eventLoopGroup = eventLoopGroup
         self.logger = logger
-        self.context = ServerContext(configuration: configuration, snapshots: snapshots, logger: logger)
+        self.context = ServerContext(
+            configuration: configuration, snapshots: snapshots, reloader: reloader, logger: logger,
+            reloadAllowed: reloadAllowed)
+    }
+
+    /// The daemon's own effective user and root may reload.
+    public static let defaultReloadPolicy: @Sendable (UInt32) -> Bool = { uid in
+        uid == 0 || uid == UInt32(geteuid())
     }
 
     /// Returns once the server listens (the socket file exists with its permissions), or

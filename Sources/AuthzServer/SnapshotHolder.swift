@@ -1,15 +1,19 @@
 // The snapshot in service. Requests read the reference (one short uncontended lock per
-// read batch); a loader swaps it atomically. A request that got the old snapshot finishes
-// on it: `Snapshot` is immutable and reference-counted.
+// read batch); the reloader swaps it atomically. A request that got the old snapshot
+// finishes on it: `Snapshot` is immutable and reference-counted.
+//
+// Also where requests with a consistency token wait: `waitForVersion` parks a promise that
+// `install` completes as soon as a snapshot at least that new is in service.
 
 public import AuthzEngine
 public import AuthzStore
+public import NIOCore
 import Synchronization
 
 /// Holds the current `Snapshot` (or none) and the outcome of the last load attempt.
 ///
-/// Thread-safe. `snapshot` is what the request path reads; `install(_:)` and
-/// `load(databasePath:)` are what a (future) reloader calls.
+/// Thread-safe. `snapshot` is what the request path reads; `install(_:)`,
+/// `recordLoadFailure(_:)` and `load(databasePath:)` are what the reloader calls.
 public final class SnapshotHolder: Sendable {
     /// The holder's whole state, as Status reports it.
     public struct State: Sendable {
@@ -24,6 +28,8 @@ public final class SnapshotHolder: Sendable {
         /// The first failed attempt since the last success (Unix ms); nil when the last
         /// attempt succeeded.
         public var failingSinceUnixMs: UInt64?
+        /// Snapshots installed so far (the first load included).
+        public var loads: UInt64 = 0
 
         /// How long loads have been failing while an older snapshot stays in service, in ms
         /// at `now`; 0 when the last load succeeded or no snapshot is served.
@@ -33,54 +39,106 @@ public final class SnapshotHolder: Sendable {
         }
     }
 
-    private let state: Mutex<State>
+    private struct Waiter {
+        var id: UInt64
+        var minVersion: UInt64
+        var promise: EventLoopPromise<Snapshot?>
+    }
+
+    private struct Inner {
+        var state = State()
+        var waiters: [Waiter] = []
+        var nextWaiterID: UInt64 = 0
+    }
+
+    private let inner: Mutex<Inner>
+    /// `failingSinceUnixMs` (0 = not failing), readable without the lock by the request
+    /// path's fail-closed check.
+    private let failingSince = Atomic<UInt64>(0)
 
     /// A holder serving `snapshot` (none by default).
     public init(snapshot: Snapshot? = nil) {
-        var initial = State()
+        var initial = Inner()
         if let snapshot {
             let now = WallClock.nowUnixMs()
-            initial.snapshot = snapshot
-            initial.loadedAtUnixMs = now
-            initial.lastLoadAttemptUnixMs = now
+            initial.state.snapshot = snapshot
+            initial.state.loadedAtUnixMs = now
+            initial.state.lastLoadAttemptUnixMs = now
+            initial.state.loads = 1
         }
-        state = Mutex(initial)
+        inner = Mutex(initial)
     }
 
     /// The snapshot in service, or nil.
     public var snapshot: Snapshot? {
-        state.withLock { $0.snapshot }
+        inner.withLock { $0.state.snapshot }
     }
 
     /// A copy of the whole state.
     public var current: State {
-        state.withLock { $0 }
+        inner.withLock { $0.state }
     }
 
-    /// Puts `snapshot` in service (atomically for every later read) and records a
-    /// successful load. Returns the snapshot it replaced.
+    /// Since when (Unix ms) loads have been failing with a snapshot in service; nil when
+    /// healthy. Lock-free.
+    public var failingSinceUnixMs: UInt64? {
+        let value = failingSince.load(ordering: .relaxed)
+        return value == 0 ? nil : value
+    }
+
+    /// Puts `snapshot` in service (atomically for every later read), records a successful
+    /// load and wakes the requests waiting for this version or an older one. Returns the
+    /// snapshot it replaced.
     @discardableResult
     public func install(_ snapshot: Snapshot) -> Snapshot? {
         let now = WallClock.nowUnixMs()
-        return state.withLock { state in
-            let previous = state.snapshot
-            state.snapshot = snapshot
-            state.loadedAtUnixMs = now
-            state.lastLoadAttemptUnixMs = now
-            state.lastLoadError = nil
-            state.failingSinceUnixMs = nil
-            return previous
+        let (previous, ready) = inner.withLock { inner -> (Snapshot?, [Waiter]) in
+            let previous = inner.state.snapshot
+            inner.state.snapshot = snapshot
+            inner.state.loadedAtUnixMs = now
+            inner.state.lastLoadAttemptUnixMs = now
+            inner.state.lastLoadError = nil
+            inner.state.failingSinceUnixMs = nil
+            inner.state.loads += 1
+            var ready: [Waiter] = []
+            inner.waiters.removeAll { waiter in
+                guard waiter.minVersion <= snapshot.version else { return false }
+                ready.append(waiter)
+                return true
+            }
+            return (previous, ready)
         }
+        failingSince.store(0, ordering: .relaxed)
+        for waiter in ready { waiter.promise.succeed(snapshot) }
+        return previous
     }
 
-    /// Records a failed load attempt; the snapshot in service (if any) stays.
-    public func recordLoadFailure(_ message: String) {
+    /// Records that the snapshot in service is still the database's current state (the
+    /// version and file did not change), ending a failure streak without reinstalling.
+    public func recordUpToDate() {
         let now = WallClock.nowUnixMs()
-        state.withLock { state in
-            state.lastLoadError = message
-            state.lastLoadAttemptUnixMs = now
-            if state.failingSinceUnixMs == nil { state.failingSinceUnixMs = now }
+        inner.withLock { inner in
+            inner.state.lastLoadAttemptUnixMs = now
+            inner.state.lastLoadError = nil
+            inner.state.failingSinceUnixMs = nil
         }
+        failingSince.store(0, ordering: .relaxed)
+    }
+
+    /// Records a failed load attempt; the snapshot in service (if any) stays. Returns true
+    /// when this starts a failure streak.
+    @discardableResult
+    public func recordLoadFailure(_ message: String) -> Bool {
+        let now = WallClock.nowUnixMs()
+        let (news, since) = inner.withLock { inner -> (Bool, UInt64?) in
+            let news = inner.state.failingSinceUnixMs == nil
+            inner.state.lastLoadError = message
+            inner.state.lastLoadAttemptUnixMs = now
+            if inner.state.failingSinceUnixMs == nil { inner.state.failingSinceUnixMs = now }
+            return (news, inner.state.snapshot == nil ? nil : inner.state.failingSinceUnixMs)
+        }
+        failingSince.store(since ?? 0, ordering: .relaxed)
+        return news
     }
 
     /// Loads the database read-only and installs the snapshot, or records why it could not.
@@ -94,5 +152,39 @@ public final class SnapshotHolder: Sendable {
             recordLoadFailure(error.description)
             return .failure(error)
         }
+    }
+
+    /// A future for the first snapshot at least `minVersion` new, completed on
+    /// `eventLoop`: at once if the snapshot in service qualifies, else when one is
+    /// installed, or at `deadline` with whatever is in service then (possibly older, or nil).
+    public func waitForVersion(
+        _ minVersion: UInt64, on eventLoop: any EventLoop, until deadline: NIODeadline
+    ) -> EventLoopFuture<Snapshot?> {
+        let promise = eventLoop.makePromise(of: Snapshot?.self)
+        let (ready, id) = inner.withLock { inner -> (Snapshot?, UInt64) in
+            if let snapshot = inner.state.snapshot, snapshot.version >= minVersion { return (snapshot, 0) }
+            inner.nextWaiterID += 1
+            inner.waiters.append(Waiter(id: inner.nextWaiterID, minVersion: minVersion, promise: promise))
+            return (nil, inner.nextWaiterID)
+        }
+        if let ready {
+            promise.succeed(ready)
+            return promise.futureResult
+        }
+        let timeout = eventLoop.scheduleTask(deadline: deadline) { [self] in
+            let timedOut = inner.withLock { inner -> (Bool, Snapshot?) in
+                guard let index = inner.waiters.firstIndex(where: { $0.id == id }) else { return (false, nil) }
+                inner.waiters.remove(at: index)
+                return (true, inner.state.snapshot)
+            }
+            if timedOut.0 { promise.succeed(timedOut.1) }
+        }
+        promise.futureResult.whenComplete { _ in timeout.cancel() }
+        return promise.futureResult
+    }
+
+    /// Requests waiting for a newer snapshot right now.
+    public var waitingRequests: Int {
+        inner.withLock { $0.waiters.count }
     }
 }

@@ -3,6 +3,8 @@
 // deleted), permissions after bind, and removal on shutdown (only if the file is still
 // the one this process bound).
 
+import NIOCore
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -212,5 +214,23 @@ enum WallClock {
         var time = timespec()
         clock_gettime(CLOCK_REALTIME, &time)
         return UInt64(max(0, time.tv_sec)) * 1000 + UInt64(max(0, time.tv_nsec)) / 1_000_000
+    }
+}
+
+/// The credentials of a Unix socket's peer (SO_PEERCRED: `struct ucred`), taken when it
+/// connected.
+struct PeerCredentials: Sendable, Equatable {
+    var pid: Int32
+    var uid: UInt32
+    var gid: UInt32
+
+    /// Reads them from `channel`'s socket on its event loop; nil when they cannot be read.
+    static func of(_ channel: any Channel) -> EventLoopFuture<PeerCredentials?> {
+        guard let provider = channel as? any SocketOptionProvider else {
+            return channel.eventLoop.makeSucceededFuture(nil)
+        }
+        let future: EventLoopFuture<PeerCredentials> = provider.unsafeGetSocketOption(
+            level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(SO_PEERCRED))
+        return future.map { Optional($0) }.recover { _ in nil }
     }
 }

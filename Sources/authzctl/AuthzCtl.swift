@@ -16,7 +16,7 @@ struct AuthzCtl: AsyncParsableCommand {
             Write commands (import, demo) print the new snapshot version on stdout: use it as a \
             consistency token. Diagnostics go to stderr.
             """,
-        subcommands: [Import.self, Export.self, Check.self, Status.self, Demo.self, Generate.self]
+        subcommands: [Import.self, Export.self, Check.self, Status.self, Reload.self, Demo.self, Generate.self]
     )
 }
 
@@ -242,6 +242,34 @@ struct Status: AsyncParsableCommand {
             "requests_served": .number(Double(status.requestsServed)),
         ]
         print(JSONValue.object(object).serialized(pretty: true))
+    }
+}
+
+// MARK: - reload
+
+struct Reload: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Make a running authzd reload its snapshot now; print the version it serves.",
+        discussion: """
+            Loads the database even if its version did not change. Allowed to the daemon's own \
+            Unix user and root (others get PERMISSION_DENIED). Exit status 1 if the reload \
+            failed (the daemon keeps serving its last good snapshot; the error says which).
+            """
+    )
+
+    @Option(name: .long, help: ArgumentHelp("The authzd Unix socket.", valueName: "path"))
+    var socket: String
+
+    func run() async throws {
+        do {
+            let client = try await SidecarClient.connect(socketPath: socket)
+            let version = try await client.reload()
+            await client.close()
+            print(version)
+        } catch {
+            IO.printError("authzctl: \(socket): \(error)")
+            throw ExitCode(1)
+        }
     }
 }
 

@@ -6,6 +6,7 @@ import ArgumentParser
 import AuthzServer
 import Logging
 import ServiceLifecycle
+import UnixSignals
 
 #if canImport(Glibc)
 import Glibc
@@ -24,8 +25,15 @@ struct Authzd: AsyncParsableCommand {
             Every option can also be set with an environment variable, named after the flag: \
             AUTHZD_SOCKET, AUTHZD_SOCKET_MODE, AUTHZD_SOCKET_GROUP, AUTHZD_DB, AUTHZD_REQUIRE_DATABASE, \
             AUTHZD_MAX_FRAME_SIZE, AUTHZD_MAX_BATCH_SIZE, AUTHZD_MAX_CONNECTIONS, AUTHZD_IDLE_TIMEOUT, \
-            AUTHZD_SHUTDOWN_GRACE_PERIOD, AUTHZD_LOG_LEVEL, AUTHZD_LOG_FORMAT. A flag wins over its \
-            variable. Durations take a unit: 500ms, 10s (the default unit), 5m, 1h.
+            AUTHZD_SHUTDOWN_GRACE_PERIOD, AUTHZD_WATCH, AUTHZD_POLL_INTERVAL, AUTHZD_RELOAD_DEBOUNCE, \
+            AUTHZD_MAX_STALENESS, AUTHZD_DEFAULT_DEADLINE, AUTHZD_LOG_LEVEL, AUTHZD_LOG_FORMAT. A flag \
+            wins over its variable. Durations take a unit: 500ms, 10s (the default unit), 5m, 1h.
+
+            Hot reload: the database's directory is watched (inotify) and the snapshot version \
+            polled every --poll-interval; a change is loaded off the request path and swapped in \
+            atomically. SIGHUP, or `authzctl reload --socket PATH` (the Reload call, allowed to \
+            this daemon's Unix user and root), forces a reload. A failed load keeps the last \
+            good snapshot, is logged once, shown by Status and retried with backoff.
 
             A stale socket file left by a crashed run is replaced; a socket another process \
             still serves on, or a path that is not a socket, is an error. SIGTERM and SIGINT \
@@ -65,6 +73,29 @@ struct Authzd: AsyncParsableCommand {
 
     @Option(help: ArgumentHelp("How long shutdown waits for open connections (default 10s).", valueName: "duration"))
     var shutdownGracePeriod: String?
+
+    @Flag(
+        inversion: .prefixedNo,
+        help: "Watch the database's directory with inotify and reload on changes (default: on).")
+    var watch: Bool?
+
+    @Option(help: ArgumentHelp("Check the snapshot version this often; 0 = never (default 1s).", valueName: "duration"))
+    var pollInterval: String?
+
+    @Option(help: ArgumentHelp("Wait this long after a file event before checking (default 5ms).", valueName: "duration"))
+    var reloadDebounce: String?
+
+    @Option(
+        help: ArgumentHelp(
+            "Answer checks UNAVAILABLE once reloads have been failing this long (fail closed); 0 = never (default).",
+            valueName: "duration"))
+    var maxStaleness: String?
+
+    @Option(
+        help: ArgumentHelp(
+            "How long a request with min_snapshot_version and no deadline_ms waits for it (default 1s).",
+            valueName: "duration"))
+    var defaultDeadline: String?
 
     @Option(help: ArgumentHelp("trace, debug, info (default), notice, warning, error or critical.", valueName: "level"))
     var logLevel: String?
@@ -109,9 +140,16 @@ struct Authzd: AsyncParsableCommand {
                 metadata: ["db": "\(server.databasePath)"])
         }
 
-        let service = SidecarServer(configuration: server, snapshots: snapshots, logger: logger)
+        let reloader = SnapshotReloader(configuration: server, snapshots: snapshots, logger: logger)
+        let service = SidecarServer(configuration: server, snapshots: snapshots, reloader: reloader, logger: logger)
+        // Shut down in reverse order: the server drains first, then the reloader stops.
         var configuration = ServiceGroupConfiguration(
-            services: [service], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+            services: [
+                .init(service: reloader),
+                .init(service: ReloadOnSignal(reloader: reloader, logger: logger)),
+                .init(service: service),
+            ],
+            gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         // A backstop: the server bounds its own drain by the grace period.
         configuration.maximumGracefulShutdownDuration = server.shutdownGracePeriod + .seconds(5)
         do {
@@ -135,6 +173,11 @@ struct Authzd: AsyncParsableCommand {
         flags[.maxConnections] = maxConnections
         flags[.idleTimeout] = idleTimeout
         flags[.shutdownGracePeriod] = shutdownGracePeriod
+        flags[.watch] = watch.map { $0 ? "true" : "false" }
+        flags[.pollInterval] = pollInterval
+        flags[.reloadDebounce] = reloadDebounce
+        flags[.maxStaleness] = maxStaleness
+        flags[.defaultDeadline] = defaultDeadline
         flags[.logLevel] = logLevel
         flags[.logFormat] = logFormat
         return flags
@@ -149,6 +192,23 @@ struct Authzd: AsyncParsableCommand {
             }
         }
         return environment
+    }
+}
+
+/// SIGHUP forces a reload (like `authzctl reload`), logging its outcome.
+struct ReloadOnSignal: Service {
+    let reloader: SnapshotReloader
+    let logger: Logger
+
+    func run() async throws {
+        let signals = await UnixSignalsSequence(trapping: .sighup)
+        for await _ in signals.cancelOnGracefulShutdown() {
+            logger.info("SIGHUP: reloading the workspace snapshot")
+            let outcome = await reloader.reload()
+            if let error = outcome.error {
+                logger.warning("SIGHUP reload failed: \(error)")
+            }
+        }
     }
 }
 

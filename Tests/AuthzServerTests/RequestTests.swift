@@ -116,7 +116,7 @@ struct RequestTests {
         }
     }
 
-    @Test func reloadIsUnimplementedForNow() async throws {
+    @Test func reloadWithoutAReloaderIsUnimplemented() async throws {
         try await withServer { server in
             let client = try await server.client()
             let response = try await client.call(WireRequest(callId: 0, method: .reload))
@@ -130,8 +130,12 @@ struct RequestTests {
         try await withServer { server in
             let client = try await server.client()
             let version = try #require(server.snapshots.snapshot?.version)
+            let started = ContinuousClock.now
             let response = try await client.call(
-                WireRequest(callId: 0, minSnapshotVersion: version + 1, method: .check(.seatType(user: "u-admin"))))
+                WireRequest(
+                    callId: 0, minSnapshotVersion: version + 1, deadlineMs: 50, method: .check(.seatType(user: "u-admin"))))
+            // It waited for a newer snapshot until its deadline, then gave up.
+            #expect(ContinuousClock.now - started >= .milliseconds(50))
             #expect(response.status.code == .failedPrecondition)
             #expect(response.snapshotVersion == version)
             #expect(response.status.message.contains("version \(version)"))

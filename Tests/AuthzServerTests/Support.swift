@@ -193,6 +193,7 @@ final class RunningServer: Sendable {
     let configuration: ServerConfiguration
     let snapshots: SnapshotHolder
     let server: SidecarServer
+    let reloader: SnapshotReloader?
     let group: ServiceGroup
     let task: Task<Void, any Error>
     let logs: LogCapture
@@ -205,6 +206,7 @@ final class RunningServer: Sendable {
         workspace: Workspace? = sampleWorkspace(),
         directory: TestDirectory? = nil,
         logLevel: Logger.Level = .info,
+        reloading: Reloading? = nil,
         configure: (inout ServerConfiguration) -> Void = { _ in }
     ) async throws -> RunningServer {
         let directory = try directory ?? TestDirectory()
@@ -216,22 +218,50 @@ final class RunningServer: Sendable {
         if let workspace { try makeDatabase(configuration.databasePath, workspace) }
         let snapshots = SnapshotHolder()
         snapshots.load(databasePath: configuration.databasePath)
-        return try await start(configuration: configuration, snapshots: snapshots, directory: directory, logLevel: logLevel)
+        return try await start(
+            configuration: configuration, snapshots: snapshots, directory: directory, logLevel: logLevel,
+            reloading: reloading)
+    }
+
+    /// How a test server reloads: a `SnapshotReloader` (with the configuration's watch and
+    /// poll settings) with an optional fault-injecting loader and Reload policy.
+    struct Reloading {
+        var loader: SnapshotReloader.Loader? = nil
+        var retryBackoff: (initial: Duration, max: Duration) = (.milliseconds(20), .milliseconds(200))
+        var reloadAllowed: @Sendable (UInt32) -> Bool = SidecarServer.defaultReloadPolicy
     }
 
     static func start(
         configuration: ServerConfiguration, snapshots: SnapshotHolder, directory: TestDirectory,
-        logLevel: Logger.Level = .info
+        logLevel: Logger.Level = .info, reloading: Reloading? = nil
     ) async throws -> RunningServer {
         let logs = LogCapture()
         let logger = logs.logger(level: logLevel)
         let eventLoopGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let reloader = reloading.map { reloading in
+            if let loader = reloading.loader {
+                SnapshotReloader(
+                    configuration: configuration, snapshots: snapshots, logger: logger,
+                    retryBackoff: reloading.retryBackoff, loader: loader)
+            } else {
+                SnapshotReloader(
+                    configuration: configuration, snapshots: snapshots, logger: logger,
+                    retryBackoff: reloading.retryBackoff)
+            }
+        }
         let server = SidecarServer(
-            configuration: configuration, snapshots: snapshots, eventLoopGroup: eventLoopGroup, logger: logger)
-        let group = ServiceGroup(configuration: ServiceGroupConfiguration(services: [server], logger: logs.logger(level: .error)))
+            configuration: configuration, snapshots: snapshots, reloader: reloader, eventLoopGroup: eventLoopGroup,
+            logger: logger, reloadAllowed: reloading?.reloadAllowed ?? SidecarServer.defaultReloadPolicy)
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: server)]
+        if let reloader { services.insert(.init(service: reloader), at: 0) }
+        let group = ServiceGroup(
+            configuration: ServiceGroupConfiguration(services: services, logger: logs.logger(level: .error)))
         let task = Task { try await group.run() }
         do {
-            try await withTimeout(.seconds(10), "server start") { try await server.waitUntilListening() }
+            try await withTimeout(.seconds(10), "server start") {
+                try await server.waitUntilListening()
+                try await reloader?.waitUntilRunning()
+            }
         } catch {
             task.cancel()
             _ = await task.result
@@ -240,19 +270,20 @@ final class RunningServer: Sendable {
         }
         return RunningServer(
             directory: directory, eventLoopGroup: eventLoopGroup, configuration: configuration, snapshots: snapshots,
-            server: server, group: group, task: task, logs: logs)
+            server: server, reloader: reloader, group: group, task: task, logs: logs)
     }
 
     private init(
         directory: TestDirectory, eventLoopGroup: MultiThreadedEventLoopGroup, configuration: ServerConfiguration,
-        snapshots: SnapshotHolder, server: SidecarServer, group: ServiceGroup, task: Task<Void, any Error>,
-        logs: LogCapture
+        snapshots: SnapshotHolder, server: SidecarServer, reloader: SnapshotReloader?, group: ServiceGroup,
+        task: Task<Void, any Error>, logs: LogCapture
     ) {
         self.directory = directory
         self.eventLoopGroup = eventLoopGroup
         self.configuration = configuration
         self.snapshots = snapshots
         self.server = server
+        self.reloader = reloader
         self.group = group
         self.task = task
         self.logs = logs
@@ -284,10 +315,12 @@ final class RunningServer: Sendable {
 func withServer(
     workspace: Workspace? = sampleWorkspace(),
     logLevel: Logger.Level = .info,
+    reloading: RunningServer.Reloading? = nil,
     configure: (inout ServerConfiguration) -> Void = { _ in },
     _ body: (RunningServer) async throws -> Void
 ) async throws {
-    let server = try await RunningServer.start(workspace: workspace, logLevel: logLevel, configure: configure)
+    let server = try await RunningServer.start(
+        workspace: workspace, logLevel: logLevel, reloading: reloading, configure: configure)
     do {
         try await body(server)
     } catch {
