@@ -38,3 +38,6 @@ echo "C client: $answer; authzd stopped cleanly on SIGTERM"
 
 echo "== swift test"
 swift test --skip-build
+
+echo "== timing requirements, each test alone on a quiet machine"
+AUTHZ_STRICT_TIMING=1 swift test --skip-build --filter "fourDaemonsOnOneDatabaseServeACommitWithin100ms"

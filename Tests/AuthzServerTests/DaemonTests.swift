@@ -28,14 +28,50 @@ let authzdPath: String? = {
     return candidates.first { FileManager.default.isExecutableFile(atPath: $0) }
 }()
 
+/// authzctl, built next to authzd.
+let authzctlPath: String? = authzdPath.map { String($0.dropLast("authzd".count)) + "authzctl" }.flatMap {
+    FileManager.default.isExecutableFile(atPath: $0) ? $0 : nil
+}
+
+/// Runs a command to completion; returns its exit status, stdout and stderr.
+func runCommand(_ executable: String, _ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: executable)
+    process.arguments = arguments
+    let out = Pipe()
+    let err = Pipe()
+    process.standardOutput = out
+    process.standardError = err
+    try process.run()
+    let stdout = out.fileHandleForReading.readDataToEndOfFile()
+    let stderr = err.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return (process.terminationStatus, String(decoding: stdout, as: UTF8.self), String(decoding: stderr, as: UTF8.self))
+}
+
+/// Connects once the daemon listens (its socket file appears at bind, just before listen).
+func connectWhenListening(_ socket: String, _ daemon: Daemon) async throws -> SidecarClient {
+    let deadline = ContinuousClock.now + .seconds(10)
+    while true {
+        do {
+            return try await SidecarClient.connect(socketPath: socket)
+        } catch {
+            guard ContinuousClock.now < deadline, daemon.process.isRunning else { throw error }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+    }
+}
+
 /// A running authzd process with its stderr captured to a file.
 final class Daemon {
     let process = Process()
     let stderrPath: String
 
-    init(arguments: [String], environment: [String: String] = [:], directory: TestDirectory) throws {
+    init(
+        arguments: [String], environment: [String: String] = [:], directory: TestDirectory, name: String = "stderr.log"
+    ) throws {
         guard let authzdPath else { throw TestFailure("authzd was not built next to the tests") }
-        stderrPath = directory.file("stderr.log")
+        stderrPath = directory.file(name)
         _ = FileManager.default.createFile(atPath: stderrPath, contents: nil)
         process.executableURL = URL(fileURLWithPath: authzdPath)
         process.arguments = arguments
@@ -135,5 +171,119 @@ struct DaemonTests {
             directory: directory)
         #expect(try await daemon.waitForExit() == 64)
         #expect(daemon.stderr.contains("--socket-mode: 'rw'"))
+    }
+
+    @Test func sighupForcesAReload() async throws {
+        let directory = try TestDirectory()
+        let socket = directory.file("authz.sock")
+        let database = directory.file("authz.db")
+        let version = try makeDatabase(database)
+        let daemon = try Daemon(
+            arguments: ["--db", database, "--socket", socket, "--no-watch", "--poll-interval", "0"], directory: directory)
+        let client = try await connectWhenListening(socket, daemon)
+        let committed = try Writer(database).touch()
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(try await client.status().snapshotVersion == version, "no watch, no polling: nothing reloads")
+        kill(daemon.process.processIdentifier, SIGHUP)
+        try await eventuallyAsync(.seconds(5), "SIGHUP reloads") { try await client.status().snapshotVersion == committed }
+        #expect(daemon.process.isRunning)
+        await client.close()
+        kill(daemon.process.processIdentifier, SIGTERM)
+        #expect(try await daemon.waitForExit() == 0, "\(daemon.stderr)")
+        #expect(daemon.stderr.contains("SIGHUP"))
+    }
+
+    @Test func authzctlReloadPrintsTheVersionNowServed() async throws {
+        let authzctl = try #require(authzctlPath)
+        let directory = try TestDirectory()
+        let socket = directory.file("authz.sock")
+        let database = directory.file("authz.db")
+        try makeDatabase(database)
+        let daemon = try Daemon(
+            arguments: ["--db", database, "--socket", socket, "--no-watch", "--poll-interval", "0"], directory: directory)
+        try await connectWhenListening(socket, daemon).close()
+        let committed = try Writer(database).touch()
+        let result = try runCommand(authzctl, ["reload", "--socket", socket])
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stdout == "\(committed)\n")
+        kill(daemon.process.processIdentifier, SIGTERM)
+        #expect(try await daemon.waitForExit() == 0)
+    }
+
+    @Test(.enabled(if: geteuid() == 0, "needs root to run a client as another Unix user"))
+    func reloadFromAnotherUnixUserIsDenied() async throws {
+        let authzctl = try #require(authzctlPath)
+        let directory = try TestDirectory()
+        chmod(directory.path, 0o755)
+        // A copy the other user can execute wherever the build lives.
+        let client = directory.file("authzctl")
+        try FileManager.default.copyItem(atPath: authzctl, toPath: client)
+        chmod(client, 0o755)
+        let socket = directory.file("authz.sock")
+        let database = directory.file("authz.db")
+        let version = try makeDatabase(database)
+        let daemon = try Daemon(
+            arguments: ["--db", database, "--socket", socket, "--socket-mode", "0666"], directory: directory)
+        try await connectWhenListening(socket, daemon).close()
+        let denied = try runCommand(
+            "/usr/bin/setpriv", ["--reuid", "65534", "--regid", "65534", "--clear-groups", client, "reload", "--socket", socket])
+        #expect(denied.status == 1)
+        #expect(denied.stderr.contains("PERMISSION_DENIED"), "\(denied.stderr)")
+        #expect(denied.stderr.contains("Unix user 65534"), "\(denied.stderr)")
+        // The same user may still ask questions; root (the daemon's user) may reload.
+        let status = try runCommand(
+            "/usr/bin/setpriv", ["--reuid", "65534", "--regid", "65534", "--clear-groups", client, "status", "--socket", socket])
+        #expect(status.status == 0, "\(status.stderr)")
+        let allowed = try runCommand(client, ["reload", "--socket", socket])
+        #expect(allowed.stdout == "\(version)\n", "\(allowed.stderr)")
+        kill(daemon.process.processIdentifier, SIGTERM)
+        #expect(try await daemon.waitForExit() == 0)
+    }
+
+    @Test func fourDaemonsOnOneDatabaseServeACommitWithin100ms() async throws {
+        let directory = try TestDirectory()
+        let database = directory.file("authz.db")
+        let version = try makeDatabase(database)
+        var daemons: [Daemon] = []
+        var clients: [SidecarClient] = []
+        for index in 0..<4 {
+            let socket = directory.file("authz\(index).sock")
+            let daemon = try Daemon(
+                arguments: ["--db", database, "--socket", socket], directory: directory, name: "stderr\(index).log")
+            daemons.append(daemon)
+            let client = try await connectWhenListening(socket, daemon)
+            #expect(try await client.status().snapshotVersion == version)
+            clients.append(client)
+        }
+        // Each round: one commit, then how long until all four answer from it.
+        var rounds: [Duration] = []
+        let writer = try Writer(database)
+        for _ in 0..<3 {
+            let committed = try writer.grant("u-explorer", "p-secret", .canView)
+            let start = ContinuousClock.now
+            let latest = try await withThrowingTaskGroup(of: Duration.self) { group in
+                for client in clients {
+                    group.addTask {
+                        while try await client.status().snapshotVersion < committed {
+                            try await Task.sleep(for: .milliseconds(1))
+                        }
+                        return ContinuousClock.now - start
+                    }
+                }
+                return try await group.reduce(Duration.zero) { max($0, $1) }
+            }
+            rounds.append(latest)
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        print("four daemons: commit visible in all four after \(rounds)")
+        // 100 ms is the requirement; scripts/test.sh checks it with this test running alone
+        // (AUTHZ_STRICT_TIMING=1). Inside the parallel suite on 2 cores, the other tests'
+        // load decides the latency, so only a gross bound applies there.
+        let strict = ProcessInfo.processInfo.environment["AUTHZ_STRICT_TIMING"] == "1"
+        let bound: Duration = strict ? .milliseconds(100) : .seconds(2)
+        #expect(rounds.allSatisfy { $0 <= bound }, "\(rounds)")
+        for client in clients { await client.close() }
+        for daemon in daemons { kill(daemon.process.processIdentifier, SIGTERM) }
+        for daemon in daemons { #expect(try await daemon.waitForExit() == 0) }
     }
 }
