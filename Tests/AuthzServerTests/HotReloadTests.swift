@@ -511,7 +511,7 @@ struct ReloadFaultTests {
         }
         try await withServer(reloading: .init(loader: loader), configure: { configuration in
             watchOnly(&configuration)
-            configuration.maxStaleness = .seconds(1)
+            configuration.maxStaleness = .seconds(2)
         }) { server in
             let client = try await server.client()
             let good = try await servedVersion(client)
@@ -520,15 +520,18 @@ struct ReloadFaultTests {
             try await eventuallyAsync(.seconds(5), "the failure shows") {
                 try await !client.status().lastLoadError.isEmpty
             }
-            // Within the limit: still answering from the old snapshot.
-            #expect(try await servedVersion(client) == good)
-            try await Task.sleep(for: .milliseconds(1100))
+            // Within the limit: still answering from the old snapshot (checked only while
+            // clearly within it: a loaded machine may have taken long to get here).
+            if try await client.status().staleForMs < 1000 {
+                #expect(try await servedVersion(client) == good)
+            }
+            try await Task.sleep(for: .milliseconds(2100))
             let refused = try await client.call(WireRequest(callId: 0, method: .check(.seatType(user: "u-admin"))))
             #expect(refused.status.code == .unavailable)
             #expect(refused.status.message.contains("max-staleness"))
             #expect(refused.status.message.contains("injected failure"))
             // Status still answers.
-            #expect(try await client.status().staleForMs >= 1000)
+            #expect(try await client.status().staleForMs >= 2000)
             failing.store(false, ordering: .relaxed)
             try await eventuallyAsync(.seconds(5), "answers again") { (try? await servedVersion(client)) == next }
             await client.close()
