@@ -207,6 +207,9 @@ public final class SnapshotReloader: Service, Sendable {
     // MARK: - The loop (on the reloader's own thread)
 
     private func loop() {
+        // Builds compete with the event loops for CPU only when both want it; then the
+        // requests win. (On Linux the nice value is per thread: this one alone.)
+        _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, Self.threadNiceness)
         var state = LoopState(now: .now, pollInterval: pollInterval, backoff: initialBackoff)
         let watcher = watch ? startWatching() : nil
         defer { watcher?.close() }
@@ -360,6 +363,9 @@ public final class SnapshotReloader: Service, Sendable {
         guard count > 0 else { return (false, false) }
         return (descriptors[0].revents != 0, descriptors.count > 1 && descriptors[1].revents != 0)
     }
+
+    /// The reloader thread's nice value (0 = normal; 19 = lowest).
+    static let threadNiceness: Int32 = 10
 
     static func milliseconds(_ duration: Duration, roundingUp: Bool = false) -> Int64 {
         let (seconds, attoseconds) = duration.components
