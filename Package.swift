@@ -95,9 +95,12 @@ let package = Package(
         ),
         // The sidecar server: SwiftNIO on a Unix domain socket, run as a ServiceLifecycle
         // service; its async client; the daemon.
+        // Linux system calls for the epoll transport that Glibc's Swift module lacks.
+        .target(name: "CEpoll"),
         .target(
             name: "AuthzServer",
             dependencies: [
+                "CEpoll",
                 "AuthzEngine", "AuthzStore", "AuthzWire",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

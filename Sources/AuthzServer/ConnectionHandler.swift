@@ -263,20 +263,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
             }
             let promise = eventLoop.makePromise(of: WireResponse.self)
             reloader.reload { outcome in
-                let version = outcome.snapshot?.version ?? 0
-                if let error = outcome.error {
-                    promise.succeed(
-                        WireResponse(
-                            callId: callId,
-                            error: WireError(
-                                .unavailable,
-                                "the reload failed; \(outcome.snapshot == nil ? "no snapshot is in service" : "still serving version \(version)"): \(error)"
-                            ),
-                            snapshotVersion: version))
-                } else {
-                    promise.succeed(
-                        WireResponse(callId: callId, snapshotVersion: version, answer: .reload(.init(snapshotVersion: version))))
-                }
+                promise.succeed(RequestProcessor.reloadResponse(callId: callId, outcome: outcome))
             }
             return promise.futureResult
         }

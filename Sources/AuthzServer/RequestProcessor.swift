@@ -87,6 +87,18 @@ enum RequestProcessor {
         return answer(request, from: snapshot)
     }
 
+    /// The answer to a Reload once it ran.
+    static func reloadResponse(callId: UInt64, outcome: ReloadOutcome) -> WireResponse {
+        let version = outcome.snapshot?.version ?? 0
+        guard let error = outcome.error else {
+            return WireResponse(callId: callId, snapshotVersion: version, answer: .reload(.init(snapshotVersion: version)))
+        }
+        let serving = outcome.snapshot == nil ? "no snapshot is in service" : "still serving version \(version)"
+        return WireResponse(
+            callId: callId, error: WireError(.unavailable, "the reload failed; \(serving): \(error)"),
+            snapshotVersion: version)
+    }
+
     private static func unavailable(_ request: WireRequest, _ lastLoadError: String?) -> WireResponse {
         var message = "no workspace snapshot is loaded"
         if let lastLoadError { message += " (last load error: \(lastLoadError))" }

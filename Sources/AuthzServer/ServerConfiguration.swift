@@ -2,6 +2,12 @@
 // AUTHZD_* environment variables (a flag wins over its variable, which wins over the
 // default). Parsing lives here, not in the executable, so it is tested like the rest.
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
 /// Everything `SidecarServer` needs to know, with production defaults.
 public struct ServerConfiguration: Sendable, Equatable {
     /// The Unix domain socket path to listen on.
@@ -30,6 +36,10 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var writeBufferLowWaterMark: Int
     /// The listen(2) backlog (the kernel caps it at net.core.somaxconn).
     public var listenBacklog: Int
+    /// How connections are served.
+    public var transport: Transport
+    /// Event loops (threads) serving connections with the epoll transport.
+    public var eventLoops: Int
     /// Watch the database's directory with inotify and reload on changes.
     public var watchDatabase: Bool
     /// Check the snapshot version this often (a fallback for file systems where the watch
@@ -52,6 +62,8 @@ public struct ServerConfiguration: Sendable, Equatable {
     public static let defaultMaxConnections = 1024
     public static let defaultIdleTimeout: Duration = .seconds(300)
     public static let defaultShutdownGracePeriod: Duration = .seconds(10)
+    /// One event loop per online CPU.
+    public static let defaultEventLoops = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
     public static let defaultPollInterval: Duration = .seconds(1)
     public static let defaultReloadDebounce: Duration = .milliseconds(5)
     public static let defaultDeadline: Duration = .seconds(1)
@@ -72,6 +84,8 @@ public struct ServerConfiguration: Sendable, Equatable {
         writeBufferHighWaterMark: Int = 64 * 1024,
         writeBufferLowWaterMark: Int = 32 * 1024,
         listenBacklog: Int = 4096,
+        transport: Transport = .epoll,
+        eventLoops: Int = ServerConfiguration.defaultEventLoops,
         watchDatabase: Bool = true,
         pollInterval: Duration? = ServerConfiguration.defaultPollInterval,
         reloadDebounce: Duration = ServerConfiguration.defaultReloadDebounce,
@@ -91,6 +105,8 @@ public struct ServerConfiguration: Sendable, Equatable {
         self.writeBufferHighWaterMark = writeBufferHighWaterMark
         self.writeBufferLowWaterMark = writeBufferLowWaterMark
         self.listenBacklog = listenBacklog
+        self.transport = transport
+        self.eventLoops = eventLoops
         self.watchDatabase = watchDatabase
         self.pollInterval = pollInterval
         self.reloadDebounce = reloadDebounce
@@ -119,6 +135,7 @@ public struct ServerConfiguration: Sendable, Equatable {
             problems.append("write buffer water marks must satisfy 0 <= low <= high")
         }
         if listenBacklog < 1 { problems.append("the listen backlog must be at least 1") }
+        if eventLoops < 1 || eventLoops > 256 { problems.append("event loops \(eventLoops) is outside 1...256") }
         if let pollInterval, pollInterval < .milliseconds(10) {
             problems.append("the poll interval must be at least 10ms (or 0 for no polling)")
         }
@@ -131,6 +148,14 @@ public struct ServerConfiguration: Sendable, Equatable {
         }
         if !problems.isEmpty { throw ConfigurationError(problems) }
     }
+}
+
+/// How the server serves connections.
+public enum Transport: String, Sendable, Hashable, CaseIterable {
+    /// One epoll loop per core, one read and one send per batch of requests (the default).
+    case epoll
+    /// SwiftNIO (a ServerBootstrap pipeline per connection).
+    case nio
 }
 
 /// The group a socket file is given: by name (looked up at bind) or by numeric id.
@@ -196,6 +221,8 @@ public struct DaemonSettings: Sendable, Equatable {
         case maxConnections = "max-connections"
         case idleTimeout = "idle-timeout"
         case shutdownGracePeriod = "shutdown-grace-period"
+        case transport
+        case eventLoops = "event-loops"
         case watch
         case pollInterval = "poll-interval"
         case reloadDebounce = "reload-debounce"
@@ -263,6 +290,10 @@ public struct DaemonSettings: Sendable, Equatable {
         if let grace = parse(.shutdownGracePeriod, "a duration such as 10, 10s or 1500ms", Self.parseDuration) {
             server.shutdownGracePeriod = grace
         }
+        if let transport = parse(.transport, "a transport (epoll, nio)", { Transport(rawValue: $0.lowercased()) }) {
+            server.transport = transport
+        }
+        if let loops = parse(.eventLoops, "a count", Self.parseCount) { server.eventLoops = loops }
         if let watch = parse(.watch, "a boolean (true/false, 1/0, yes/no)", Self.parseBool) {
             server.watchDatabase = watch
         }

@@ -34,8 +34,12 @@ public final class SidecarServer: Service, Sendable {
         var started = false
         var stopRequested = false
         var listener: (any Channel)?
+        var epoll: EpollTransport?
         var socketIdentity: FileIdentity?
     }
+
+    /// Resumed when the epoll transport stops accepting (the NIO listener has closeFuture).
+    private let stoppedAccepting = ReadySignal()
 
     /// - Parameters:
     ///   - configuration: where to listen and the limits to enforce. Not re-validated here
@@ -100,10 +104,18 @@ public final class SidecarServer: Service, Sendable {
         guard firstRun else {
             throw ServerError(.bind, "SidecarServer.run() was called twice; create a new server instead")
         }
-        let listener: any Channel
+        let listener: (any Channel)?
+        let epoll: EpollTransport?
         do {
             try configuration.validate()
-            listener = try await bind()
+            switch configuration.transport {
+            case .nio:
+                listener = try await bind()
+                epoll = nil
+            case .epoll:
+                epoll = try bindEpoll()
+                listener = nil
+            }
         } catch {
             ready.fail(error)
             throw error
@@ -115,6 +127,7 @@ public final class SidecarServer: Service, Sendable {
                 "socket": "\(configuration.socketPath)",
                 "snapshot-version": "\(snapshot.map { String($0.version) } ?? "none")",
                 "max-connections": "\(configuration.maxConnections)",
+                "transport": "\(configuration.transport.rawValue)",
             ])
         ready.succeed()
 
@@ -122,7 +135,11 @@ public final class SidecarServer: Service, Sendable {
         await withTaskCancellationHandler {
             await withGracefulShutdownHandler {
                 // Returns when the listener closes: on shutdown, or when it fails.
-                try? await listener.closeFuture.get()
+                if let listener {
+                    try? await listener.closeFuture.get()
+                } else {
+                    try? await self.stoppedAccepting.wait()
+                }
             } onGracefulShutdown: {
                 self.stopAccepting(reason: "graceful shutdown")
             }
@@ -136,11 +153,73 @@ public final class SidecarServer: Service, Sendable {
             // The listener failed on its own: take the socket down and the connections too.
             stopAccepting(reason: "listener failure")
         }
-        await drain(immediately: cancelled.load(ordering: .relaxed) || unexpected)
+        if let epoll {
+            await drain(
+                immediately: cancelled.load(ordering: .relaxed), count: { epoll.openConnections },
+                closeAll: {
+                    let open = epoll.openConnections
+                    epoll.closeAll()
+                    return open
+                })
+            await epoll.shutdown()
+        } else {
+            let registry = self.registry
+            await drain(
+                immediately: cancelled.load(ordering: .relaxed) || unexpected, count: { registry.count },
+                closeAll: { registry.closeAll() })
+        }
         logger.info("stopped", metadata: ["requests-served": "\(context.requestsServed.load(ordering: .relaxed))"])
         if unexpected {
             throw ServerError(.listener, "the listening socket \(configuration.socketPath) closed unexpectedly")
         }
+    }
+
+    /// Binds a non-blocking listening socket and starts the epoll loops on it; on failure
+    /// leaves no socket file behind.
+    private func bindEpoll() throws -> EpollTransport {
+        let path = configuration.socketPath
+        if try SocketFile.prepareForBind(path) {
+            logger.notice("replaced a stale socket file left by an earlier run", metadata: ["socket": "\(path)"])
+        }
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue | SOCK_NONBLOCK.rawValue | SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw ServerError(.bind, "cannot create a socket: \(SocketFile.errorText(errno))") }
+        let bound = SocketFile.withSocketAddress(path) { address, length in
+            Glibc.bind(fd, address, length) == 0 ? 0 : errno
+        }
+        guard let bound, bound == 0 else {
+            close(fd)
+            throw ServerError(
+                .bind, "cannot listen on \(path): \(bound.map { SocketFile.errorText($0) } ?? "the path is too long")")
+        }
+        let identity = SocketFile.identity(path)
+        guard listen(fd, Int32(clamping: configuration.listenBacklog)) == 0 else {
+            let code = errno
+            close(fd)
+            SocketFile.remove(path, ifIdentity: identity)
+            throw ServerError(.bind, "cannot listen on \(path): \(SocketFile.errorText(code))")
+        }
+        do throws(ServerError) {
+            try SocketFile.applyPermissions(path, mode: configuration.socketMode, group: configuration.socketGroup)
+        } catch {
+            close(fd)
+            SocketFile.remove(path, ifIdentity: identity)
+            throw error
+        }
+        let transport: EpollTransport
+        do throws(ServerError) {
+            transport = try EpollTransport(listener: fd, loopCount: configuration.eventLoops, context: context)
+        } catch {
+            close(fd)
+            SocketFile.remove(path, ifIdentity: identity)
+            throw error
+        }
+        let stopEarly = lifecycle.withLock { state in
+            state.epoll = transport
+            state.socketIdentity = identity
+            return state.stopRequested
+        }
+        if stopEarly { stopAccepting(reason: "shutdown before listening") }
+        return transport
     }
 
     /// Frees the path, binds, sets permissions; on failure leaves no socket file behind.
@@ -216,33 +295,39 @@ public final class SidecarServer: Service, Sendable {
     /// Removes the socket file (new clients find nothing to connect to), closes the
     /// listener and tells every connection to drain. Idempotent.
     private func stopAccepting(reason: String) {
-        let (listener, identity, first) = lifecycle.withLock { state in
+        let (listener, epoll, identity, first) = lifecycle.withLock { state in
             defer { state.stopRequested = true }
             let listener = state.listener
+            let epoll = state.epoll
             let identity = state.socketIdentity
-            if listener != nil {
-                state.listener = nil
-                state.socketIdentity = nil
-            }
-            return (listener, identity, !state.stopRequested)
+            state.listener = nil
+            state.epoll = nil
+            state.socketIdentity = nil
+            return (listener, epoll, identity, !state.stopRequested)
         }
         if first { logger.info("stopping", metadata: ["reason": "\(reason)"]) }
-        guard let listener else { return }
+        guard listener != nil || epoll != nil else { return }
         if !SocketFile.remove(configuration.socketPath, ifIdentity: identity) {
             logger.notice(
                 "left the socket path alone: it is no longer the socket this server bound",
                 metadata: ["socket": "\(configuration.socketPath)"])
         }
-        listener.close(promise: nil)
-        registry.beginDraining()
+        if let listener {
+            listener.close(promise: nil)
+            registry.beginDraining()
+        }
+        if let epoll {
+            epoll.stopAccepting()
+            epoll.beginDraining()
+            stoppedAccepting.succeed()
+        }
     }
 
     /// Waits for connections to finish (up to the grace period), then closes the rest.
-    private func drain(immediately: Bool) async {
-        registry.beginDraining()
+    private func drain(immediately: Bool, count: () -> Int, closeAll: () -> Int) async {
         if !immediately {
             let deadline = ContinuousClock.now + configuration.shutdownGracePeriod
-            while registry.count > 0, ContinuousClock.now < deadline {
+            while count() > 0, ContinuousClock.now < deadline {
                 do {
                     try await Task.sleep(for: .milliseconds(5))
                 } catch {
@@ -250,13 +335,13 @@ public final class SidecarServer: Service, Sendable {
                 }
             }
         }
-        let remaining = registry.closeAll()
+        let remaining = closeAll()
         if remaining > 0 {
             logger.notice("closed \(remaining) connection(s) that did not finish in time")
         }
         // Closing is immediate on each loop; wait (bounded) for the counters to settle.
         let settle = ContinuousClock.now + .seconds(2)
-        while registry.count > 0, ContinuousClock.now < settle {
+        while count() > 0, ContinuousClock.now < settle {
             try? await Task.sleep(for: .milliseconds(2))
         }
     }

@@ -42,7 +42,7 @@ public final class SnapshotHolder: Sendable {
     private struct Waiter {
         var id: UInt64
         var minVersion: UInt64
-        var promise: EventLoopPromise<Snapshot?>
+        var resume: @Sendable (Snapshot) -> Void
     }
 
     private struct Inner {
@@ -109,7 +109,7 @@ public final class SnapshotHolder: Sendable {
             return (previous, ready)
         }
         failingSince.store(0, ordering: .relaxed)
-        for waiter in ready { waiter.promise.succeed(snapshot) }
+        for waiter in ready { waiter.resume(snapshot) }
         return previous
     }
 
@@ -154,6 +154,31 @@ public final class SnapshotHolder: Sendable {
         }
     }
 
+    /// Calls `resume` (on the installing thread) with the first snapshot at least
+    /// `minVersion` new to be installed. Returns that snapshot at once instead if the one in
+    /// service qualifies (`resume` is then never called), else a waiter id for
+    /// `cancelWait`.
+    public func waitForVersion(
+        _ minVersion: UInt64, resume: @escaping @Sendable (Snapshot) -> Void
+    ) -> (ready: Snapshot?, waiter: UInt64) {
+        inner.withLock { inner in
+            if let snapshot = inner.state.snapshot, snapshot.version >= minVersion { return (snapshot, 0) }
+            inner.nextWaiterID += 1
+            inner.waiters.append(Waiter(id: inner.nextWaiterID, minVersion: minVersion, resume: resume))
+            return (nil, inner.nextWaiterID)
+        }
+    }
+
+    /// Withdraws a waiter. Returns false if it was resumed (or withdrawn) already.
+    @discardableResult
+    public func cancelWait(_ waiter: UInt64) -> Bool {
+        inner.withLock { inner in
+            guard let index = inner.waiters.firstIndex(where: { $0.id == waiter }) else { return false }
+            inner.waiters.remove(at: index)
+            return true
+        }
+    }
+
     /// A future for the first snapshot at least `minVersion` new, completed on
     /// `eventLoop`: at once if the snapshot in service qualifies, else when one is
     /// installed, or at `deadline` with whatever is in service then (possibly older, or nil).
@@ -161,23 +186,13 @@ public final class SnapshotHolder: Sendable {
         _ minVersion: UInt64, on eventLoop: any EventLoop, until deadline: NIODeadline
     ) -> EventLoopFuture<Snapshot?> {
         let promise = eventLoop.makePromise(of: Snapshot?.self)
-        let (ready, id) = inner.withLock { inner -> (Snapshot?, UInt64) in
-            if let snapshot = inner.state.snapshot, snapshot.version >= minVersion { return (snapshot, 0) }
-            inner.nextWaiterID += 1
-            inner.waiters.append(Waiter(id: inner.nextWaiterID, minVersion: minVersion, promise: promise))
-            return (nil, inner.nextWaiterID)
-        }
+        let (ready, id) = waitForVersion(minVersion) { promise.succeed($0) }
         if let ready {
             promise.succeed(ready)
             return promise.futureResult
         }
         let timeout = eventLoop.scheduleTask(deadline: deadline) { [self] in
-            let timedOut = inner.withLock { inner -> (Bool, Snapshot?) in
-                guard let index = inner.waiters.firstIndex(where: { $0.id == id }) else { return (false, nil) }
-                inner.waiters.remove(at: index)
-                return (true, inner.state.snapshot)
-            }
-            if timedOut.0 { promise.succeed(timedOut.1) }
+            if cancelWait(id) { promise.succeed(snapshot) }
         }
         promise.futureResult.whenComplete { _ in timeout.cancel() }
         return promise.futureResult

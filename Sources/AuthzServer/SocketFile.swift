@@ -224,6 +224,16 @@ struct PeerCredentials: Sendable, Equatable {
     var uid: UInt32
     var gid: UInt32
 
+    /// Reads them from a connected Unix socket; nil when they cannot be read.
+    static func of(fd: Int32) -> PeerCredentials? {
+        var credentials = PeerCredentials(pid: 0, uid: 0, gid: 0)
+        var length = socklen_t(MemoryLayout<PeerCredentials>.size)
+        guard getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &credentials, &length) == 0,
+            Int(length) == MemoryLayout<PeerCredentials>.size
+        else { return nil }
+        return credentials
+    }
+
     /// Reads them from `channel`'s socket on its event loop; nil when they cannot be read.
     static func of(_ channel: any Channel) -> EventLoopFuture<PeerCredentials?> {
         guard let provider = channel as? any SocketOptionProvider else {
