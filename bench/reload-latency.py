@@ -110,6 +110,8 @@ def main():
     parser.add_argument("--poll-interval", default="1s")
     parser.add_argument("--commits", type=int, default=200)
     parser.add_argument("--gap-ms", type=float, default=20, help="pause after each change became visible (randomised ±50%%)")
+    parser.add_argument("--probe-interval-ms", type=float, default=0,
+                        help="pause between probing requests (0: back to back; use a few ms when a load takes long, so the probing does not compete with it)")
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--label", default="")
     args = parser.parse_args()
@@ -154,6 +156,8 @@ def main():
                     break
                 if time.monotonic() - committed > 30:
                     raise RuntimeError(f"version {target} not visible after 30 s")
+                if args.probe_interval_ms:
+                    time.sleep(args.probe_interval_ms / 1000)
             if args.gap_ms:
                 time.sleep(args.gap_ms / 1000 * random.uniform(0.5, 1.5))
             if (n + 1) % 50 == 0:
@@ -164,7 +168,7 @@ def main():
             "poll_interval": args.poll_interval if args.mode == "poll" else None,
             "p50_ms": percentile(values, 50), "p90_ms": percentile(values, 90),
             "p99_ms": percentile(values, 99), "max_ms": values[-1], "mean_ms": sum(values) / len(values),
-            "probe_requests": probes,
+            "probe_requests": probes, "probe_interval_ms": args.probe_interval_ms,
         }
         print(f"{args.label or args.mode}: {len(values)} commits, change-to-visible "
               f"p50 {result['p50_ms']:.1f} ms, p90 {result['p90_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms, max {result['max_ms']:.1f} ms")

@@ -99,6 +99,8 @@ final class EpollLoop: @unchecked Sendable {
     private(set) var now = ContinuousClock.now
     private var nextTick = ContinuousClock.now
     private let parser: FrameParser
+    /// The hot path's decoder (its arena is reused for every request on this loop).
+    let fastPath = FastPathDecoder()
 
     static let wakeupKey = UInt64.max
     static let listenerKey = UInt64.max - 1
@@ -406,6 +408,7 @@ final class EpollConnection {
 
     private func respond(to payload: UnsafeRawBufferPointer) {
         unreportedRequests += 1
+        if answerFast(payload) { return }
         let request: WireRequest
         do throws(WireRequestError) {
             request = try WireRequest(decoding: payload, maxBatchChecks: context.configuration.maxBatchSize)
@@ -441,6 +444,37 @@ final class EpollConnection {
         case .reload:
             reload(request)
         }
+    }
+
+    /// The hot path: a plain single check answered without building Swift request or
+    /// response values. False when the general path must handle the payload.
+    private func answerFast(_ payload: UnsafeRawBufferPointer) -> Bool {
+        guard let check = loop.fastPath.decode(payload) else { return false }
+        if !batchSnapshotRead {
+            batchSnapshot = context.snapshots.snapshot
+            batchSnapshotRead = true
+        }
+        guard let snapshot = batchSnapshot, snapshot.version >= check.minSnapshotVersion,
+            context.snapshots.failingSinceUnixMs == nil || context.failClosedReason() == nil
+        else { return false }
+        let answer: FastAnswer
+        switch check.kind {
+        case .effectivePermission(let user, let project, let required):
+            let decision = snapshot.effectivePermission(snapshot.userKey(utf8: user), snapshot.projectKey(utf8: project))
+            answer = .permission(decision, allowed: required.map { decision.level >= $0 } ?? false)
+        case .canUse(let user, let asset, let project, let required):
+            let decision = snapshot.canUse(
+                snapshot.userKey(utf8: user), snapshot.assetKey(utf8: asset),
+                project: project.map { snapshot.projectKey(utf8: $0) })
+            answer = .access(decision, allowed: required.map { decision.access >= $0 } ?? false)
+        case .seatType(let user):
+            answer = .seat(snapshot.seatType(snapshot.userKey(utf8: user)))
+        }
+        output.reserve(output.count + FastPathEncoder.maxFrameLength)
+        output.count += FastPathEncoder.encode(
+            callId: check.callId, snapshotVersion: snapshot.version, answer: answer, into: output.end)
+        if output.count >= 64 * 1024 { flush() }
+        return true
     }
 
     // MARK: Parking

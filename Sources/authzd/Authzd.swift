@@ -25,7 +25,7 @@ struct Authzd: AsyncParsableCommand {
             Every option can also be set with an environment variable, named after the flag: \
             AUTHZD_SOCKET, AUTHZD_SOCKET_MODE, AUTHZD_SOCKET_GROUP, AUTHZD_DB, AUTHZD_REQUIRE_DATABASE, \
             AUTHZD_MAX_FRAME_SIZE, AUTHZD_MAX_BATCH_SIZE, AUTHZD_MAX_CONNECTIONS, AUTHZD_IDLE_TIMEOUT, \
-            AUTHZD_SHUTDOWN_GRACE_PERIOD, AUTHZD_WATCH, AUTHZD_POLL_INTERVAL, AUTHZD_RELOAD_DEBOUNCE, \
+            AUTHZD_SHUTDOWN_GRACE_PERIOD, AUTHZD_TRANSPORT, AUTHZD_EVENT_LOOPS, AUTHZD_WATCH, AUTHZD_POLL_INTERVAL, AUTHZD_RELOAD_DEBOUNCE, \
             AUTHZD_MAX_STALENESS, AUTHZD_DEFAULT_DEADLINE, AUTHZD_LOG_LEVEL, AUTHZD_LOG_FORMAT. A flag \
             wins over its variable. Durations take a unit: 500ms, 10s (the default unit), 5m, 1h.
 
@@ -73,6 +73,12 @@ struct Authzd: AsyncParsableCommand {
 
     @Option(help: ArgumentHelp("How long shutdown waits for open connections (default 10s).", valueName: "duration"))
     var shutdownGracePeriod: String?
+
+    @Option(help: ArgumentHelp("epoll (default) or nio: how connections are served.", valueName: "transport"))
+    var transport: String?
+
+    @Option(help: ArgumentHelp("Threads serving connections (default: one per CPU).", valueName: "count"))
+    var eventLoops: String?
 
     @Flag(
         inversion: .prefixedNo,
@@ -173,6 +179,8 @@ struct Authzd: AsyncParsableCommand {
         flags[.maxConnections] = maxConnections
         flags[.idleTimeout] = idleTimeout
         flags[.shutdownGracePeriod] = shutdownGracePeriod
+        flags[.transport] = transport
+        flags[.eventLoops] = eventLoops
         flags[.watch] = watch.map { $0 ? "true" : "false" }
         flags[.pollInterval] = pollInterval
         flags[.reloadDebounce] = reloadDebounce

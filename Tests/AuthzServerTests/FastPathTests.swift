@@ -1,0 +1,146 @@
+// The epoll transport's hot path (AuthzWire.FastPathDecoder/Encoder) must answer exactly as
+// the general path (WireRequest decoding + RequestProcessor + WireResponse encoding) and
+// decline everything it does not handle, so the general path can produce the exact error.
+
+import AuthzEngine
+import AuthzWire
+import AuthzWorkloads
+import Testing
+import WireTestSupport
+
+@testable import AuthzServer
+
+@Suite("Fast path")
+struct FastPathTests {
+    let snapshot = Snapshot(workspace: sampleWorkspace(), version: 7)
+    static let users = ["u-admin", "u-editor", "u-viewer", "u-explorer", "u-guest", "u-gone", "", "u-nobody"]
+    static let projects = ["p-revenue", "p-secret", "p-none"]
+    static let assets = ["a-warehouse", "a-open", "a-none"]
+
+    /// The general path's framed answer to `payload`.
+    func generalAnswer(_ payload: [UInt8]) -> [UInt8] {
+        let decoded = payload.withUnsafeBytes { bytes in
+            Result { () throws(WireRequestError) -> WireRequest in try WireRequest(decoding: bytes) }
+        }
+        let response: WireResponse =
+            switch decoded {
+            case .success(let request): RequestProcessor.answer(request, from: snapshot)
+            case .failure(let error): WireResponse(replyingTo: error)
+            }
+        var bytes: [UInt8] = []
+        response.append(to: &bytes)
+        return bytes
+    }
+
+    /// The fast path's framed answer, or nil when it declines.
+    func fastAnswer(_ payload: [UInt8], _ decoder: FastPathDecoder) -> [UInt8]? {
+        payload.withUnsafeBytes { bytes -> [UInt8]? in
+            guard let check = decoder.decode(bytes) else { return nil }
+            let answer: FastAnswer
+            switch check.kind {
+            case .effectivePermission(let user, let project, let required):
+                let decision = snapshot.effectivePermission(
+                    snapshot.userKey(utf8: user), snapshot.projectKey(utf8: project))
+                answer = .permission(decision, allowed: required.map { decision.level >= $0 } ?? false)
+            case .canUse(let user, let asset, let project, let required):
+                let decision = snapshot.canUse(
+                    snapshot.userKey(utf8: user), snapshot.assetKey(utf8: asset),
+                    project: project.map { snapshot.projectKey(utf8: $0) })
+                answer = .access(decision, allowed: required.map { decision.access >= $0 } ?? false)
+            case .seatType(let user):
+                answer = .seat(snapshot.seatType(snapshot.userKey(utf8: user)))
+            }
+            var out = [UInt8](repeating: 0, count: FastPathEncoder.maxFrameLength)
+            let count = out.withUnsafeMutableBytes {
+                FastPathEncoder.encode(
+                    callId: check.callId, snapshotVersion: snapshot.version, answer: answer, into: $0.baseAddress!)
+            }
+            return Array(out[..<count])
+        }
+    }
+
+    @Test func everyPlainCheckIsAnsweredByteForByteLikeTheGeneralPath() {
+        let decoder = FastPathDecoder()
+        var count = 0
+        for user in Self.users {
+            for project in Self.projects {
+                for level in [nil] + Level.allCases {
+                    let request = WireRequest(
+                        callId: UInt64(count), method: .check(.effectivePermission(.init(user: user, project: project, requiredLevel: level))))
+                    check(request, decoder, expectFast: true)
+                    count += 1
+                }
+            }
+            for asset in Self.assets {
+                for project in [nil] + Self.projects {
+                    for access in [nil] + Access.allCases {
+                        let request = WireRequest(
+                            callId: UInt64.max - UInt64(count),
+                            method: .check(.canUse(.init(user: user, asset: asset, project: project, requiredAccess: access))))
+                        check(request, decoder, expectFast: true)
+                        count += 1
+                    }
+                }
+            }
+            check(WireRequest(callId: 1 << 40, method: .check(.seatType(user: user))), decoder, expectFast: true)
+        }
+        #expect(count > 500)
+    }
+
+    @Test func everythingElseIsDeclined() {
+        let decoder = FastPathDecoder()
+        let declined: [WireRequest] = [
+            WireRequest(callId: 1, explain: true, method: .check(.effectivePermission(.init(user: "u-admin", project: "p-secret")))),
+            WireRequest(callId: 2, deadlineMs: 5, method: .check(.seatType(user: "u-admin"))),
+            WireRequest(callId: 3, method: .check(.capabilities(user: "u-admin"))),
+            WireRequest(callId: 4, method: .batch([.seatType(user: "u-admin")])),
+            WireRequest(callId: 5, method: .status),
+            WireRequest(callId: 6, method: .reload),
+            // Invalid ids: the general path names the problem.
+            WireRequest(callId: 7, method: .check(.effectivePermission(.init(user: "u admin", project: "p-secret")))),
+            WireRequest(callId: 8, method: .check(.effectivePermission(.init(user: "u-admin", project: "")))),
+            WireRequest(callId: 9, method: .check(.canUse(.init(user: "u-admin", asset: "")))),
+            WireRequest(callId: 10, method: .check(.seatType(user: String(repeating: "x", count: 129)))),
+            WireRequest(callId: 11, method: .check(.canUse(.init(user: "u-admin", asset: "a-open", project: "p/x")))),
+        ]
+        for request in declined { check(request, decoder, expectFast: false) }
+        // Unknown enum values, garbage, an empty payload, a newer method.
+        let raw: [[UInt8]] = [
+            PB.varint(1, 3) + PB.bytes(11, PB.string(1, "u-admin") + PB.string(2, "p-secret") + PB.enumValue(3, 99)),
+            PB.varint(1, 3) + PB.bytes(10, PB.string(1, "u-admin") + PB.string(2, "a-open") + PB.enumValue(4, 42)),
+            [0xFF, 0xFF, 0x01],
+            [],
+            PB.varint(1, 3) + PB.bytes(20, []),
+        ]
+        for payload in raw {
+            #expect(fastAnswer(payload, decoder) == nil, "\(payload)")
+        }
+    }
+
+    @Test func theDecoderIsReusableAcrossManyRequests() {
+        // The arena is reset per request: 100k decodes must not run out of room.
+        let decoder = FastPathDecoder(arenaBytes: 4096)
+        var payload: [UInt8] = []
+        WireRequest(callId: 1, method: .check(.canUse(.init(user: "u-editor", asset: "a-warehouse", project: "p-revenue"))))
+            .append(to: &payload)
+        let body = Array(payload[FrameHeader.size...])
+        for _ in 0..<100_000 {
+            #expect(fastAnswer(body, decoder) != nil)
+        }
+        // A payload needing more than the arena is declined, not truncated.
+        let big = PB.varint(1, 1) + PB.bytes(12, PB.string(1, String(repeating: "a", count: 6000)))
+        #expect(fastAnswer(big, decoder) == nil)
+    }
+
+    private func check(_ request: WireRequest, _ decoder: FastPathDecoder, expectFast: Bool) {
+        var framed: [UInt8] = []
+        request.append(to: &framed)
+        let payload = Array(framed[FrameHeader.size...])
+        let fast = fastAnswer(payload, decoder)
+        if expectFast {
+            #expect(fast == generalAnswer(payload), "\(request)")
+        } else {
+            #expect(fast == nil, "\(request) should go the general way")
+        }
+    }
+}
