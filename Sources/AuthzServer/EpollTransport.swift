@@ -307,7 +307,8 @@ final class EpollLoop: @unchecked Sendable {
 final class EpollConnection {
     let fd: Int32
     let id: UInt64
-    unowned let loop: EpollLoop
+    // The loop owns its connections and outlives them.
+    unowned(unsafe) let loop: EpollLoop
     private let context: ServerContext
     private let parser: FrameParser
     var interest: UInt32 = 0
@@ -325,7 +326,11 @@ final class EpollConnection {
     /// Reading paused because too many answers are unsent.
     private var throttled = false
     private var errorLogged = false
-    private var parked: Parked?
+    private var parked: Parked? {
+        didSet { isParked = parked != nil }
+    }
+    /// `parked != nil`, without the enum's value witnesses on the hot path.
+    private var isParked = false
     /// When the frames still in the input buffer had been read (deadlines run from then).
     private var bufferedSince: ContinuousClock.Instant
 
@@ -385,7 +390,7 @@ final class EpollConnection {
 
     /// Answers every complete frame in the input buffer, until one parks.
     private func process() {
-        while !closed, !closeWhenFlushed, parked == nil, input.count > 0 {
+        while !closed, !closeWhenFlushed, !isParked, input.count > 0 {
             let result = parser.parse(UnsafeRawBufferPointer(start: input.start, count: input.count))
             switch result {
             case .needMoreData:
@@ -586,7 +591,7 @@ final class EpollConnection {
         } else if output.count <= context.configuration.writeBufferLowWaterMark {
             throttled = false
         }
-        if output.count == 0, parked == nil {
+        if output.count == 0, !isParked {
             if closeWhenFlushed || inputClosed || (draining && input.count == 0) {
                 close()
                 return
@@ -598,7 +603,7 @@ final class EpollConnection {
     private func updateInterest() {
         var wanted: UInt32 = 0
         if output.count > 0 { wanted |= EPOLLOUT.rawValue }
-        if !throttled, parked == nil, !inputClosed, !closeWhenFlushed {
+        if !throttled, !isParked, !inputClosed, !closeWhenFlushed {
             wanted |= EPOLLIN.rawValue | EPOLLRDHUP.rawValue
         }
         if wanted != interest {

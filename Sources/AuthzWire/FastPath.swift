@@ -118,9 +118,18 @@ public final class FastPathDecoder {
         let bytes = UnsafeRawBufferPointer(start: text, count: count)
         if count == 0 { return allowEmpty ? bytes : nil }
         guard count <= Identifier.maxLength else { return nil }
-        for byte in bytes where !Identifier.isAllowed(byte) { return nil }
-        return bytes
+        var valid = true
+        Self.allowed.withUnsafeBufferPointer { table in
+            for byte in bytes where table[Int(byte)] == 0 {
+                valid = false
+                break
+            }
+        }
+        return valid ? bytes : nil
     }
+
+    /// `Identifier.isAllowed` as a table: 1 for a byte allowed in ids.
+    private static let allowed: [UInt8] = (0..<256).map { Identifier.isAllowed(UInt8($0)) ? 1 : 0 }
 }
 
 /// A decision to send back, for `FastPathEncoder`.
