@@ -39,5 +39,8 @@ echo "C client: $answer; authzd stopped cleanly on SIGTERM"
 echo "== swift test"
 swift test --skip-build
 
+echo "== the server tests again on the SwiftNIO transport (--transport nio)"
+AUTHZ_TEST_TRANSPORT=nio swift test --skip-build --filter AuthzServerTests
+
 echo "== timing requirements, each test alone on a quiet machine"
 AUTHZ_STRICT_TIMING=1 swift test --skip-build --filter "fourDaemonsOnOneDatabaseServeACommitWithin100ms"

@@ -184,6 +184,14 @@ struct CapturingLogHandler: LogHandler {
 
 // MARK: - A real server
 
+/// The transport the server tests run on: the default (epoll), or the one named by
+/// AUTHZ_TEST_TRANSPORT (scripts/test.sh runs the server tests once more with `nio`).
+let testTransport: Transport = {
+    guard let name = ProcessInfo.processInfo.environment["AUTHZ_TEST_TRANSPORT"] else { return .epoll }
+    guard let transport = Transport(rawValue: name) else { fatalError("AUTHZ_TEST_TRANSPORT=\(name): use epoll or nio") }
+    return transport
+}()
+
 /// A `SidecarServer` running under a `ServiceGroup` on a socket in a temp directory, on
 /// an event loop of its own (shared with its test's clients), so that one test's load
 /// does not delay another test's timers.
@@ -213,6 +221,7 @@ final class RunningServer: Sendable {
         var configuration = ServerConfiguration(
             socketPath: directory.file("authz.sock"), databasePath: directory.file("authz.db"))
         configuration.shutdownGracePeriod = .seconds(3)
+        configuration.transport = testTransport
         configure(&configuration)
         try configuration.validate()
         if let workspace { try makeDatabase(configuration.databasePath, workspace) }
