@@ -372,6 +372,7 @@ final class EpollConnection {
                 input.reserve(min(input.capacity * 2, context.configuration.maxFrameSize + FrameHeader.size))
             }
         }
+        guard input.available > 0 else { return }  // unreachable: frames are bounded by the buffer
         let count = read(fd, input.end, input.available)
         if count > 0 {
             input.count += count
