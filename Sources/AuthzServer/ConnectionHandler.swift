@@ -195,11 +195,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
             return
         }
         if let receivedAt, request.deadlineMs > 0, receivedAt + .milliseconds(Int64(request.deadlineMs)) <= .now() {
-            append(
-                WireResponse(
-                    callId: request.callId,
-                    error: WireError(.deadlineExceeded, "the deadline of \(request.deadlineMs) ms passed while the request waited behind an earlier one on this connection")),
-                context)
+            append(RequestProcessor.deadlinePassedInQueue(request), context)
             return
         }
         if !batchSnapshotRead {
@@ -242,24 +238,12 @@ final class ConnectionHandler: ChannelDuplexHandler {
     private func reload(_ request: WireRequest, _ context: ChannelHandlerContext) -> EventLoopFuture<WireResponse> {
         let server = self.server
         let callId = request.callId
-        guard let reloader = server.reloader else {
-            return context.eventLoop.makeSucceededFuture(
-                WireResponse(
-                    callId: callId,
-                    error: WireError(.unimplemented, "this server was started without a reloader"),
-                    snapshotVersion: server.snapshots.snapshot?.version ?? 0))
-        }
         let eventLoop = context.eventLoop
         return PeerCredentials.of(context.channel).flatMap { credentials in
-            guard let credentials, server.reloadAllowed(credentials.uid) else {
-                let who = credentials.map { "Unix user \($0.uid)" } ?? "a peer whose credentials cannot be read"
-                return eventLoop.makeSucceededFuture(
-                    WireResponse(
-                        callId: callId,
-                        error: WireError(
-                            .permissionDenied,
-                            "Reload is allowed only to the daemon's own Unix user and root, not to \(who)"),
-                        snapshotVersion: server.snapshots.snapshot?.version ?? 0))
+            let reloader: SnapshotReloader
+            switch RequestProcessor.reloader(for: callId, in: server, peer: credentials) {
+            case .success(let allowed): reloader = allowed
+            case .failure(let refused): return eventLoop.makeSucceededFuture(refused.response)
             }
             let promise = eventLoop.makePromise(of: WireResponse.self)
             reloader.reload { outcome in

@@ -423,13 +423,7 @@ final class EpollConnection {
             return
         }
         if request.deadlineMs > 0, bufferedSince + .milliseconds(Int64(request.deadlineMs)) <= loop.now {
-            append(
-                WireResponse(
-                    callId: request.callId,
-                    error: WireError(
-                        .deadlineExceeded,
-                        "the deadline of \(request.deadlineMs) ms passed while the request waited behind an earlier one on this connection"
-                    )))
+            append(RequestProcessor.deadlinePassedInQueue(request))
             return
         }
         if !batchSnapshotRead {
@@ -516,23 +510,11 @@ final class EpollConnection {
 
     private func reload(_ request: WireRequest) {
         let callId = request.callId
-        let served = context.snapshots.snapshot?.version ?? 0
-        guard let reloader = context.reloader else {
-            append(
-                WireResponse(
-                    callId: callId, error: WireError(.unimplemented, "this server was started without a reloader"),
-                    snapshotVersion: served))
-            return
-        }
-        let credentials = PeerCredentials.of(fd: fd)
-        guard let credentials, context.reloadAllowed(credentials.uid) else {
-            let who = credentials.map { "Unix user \($0.uid)" } ?? "a peer whose credentials cannot be read"
-            append(
-                WireResponse(
-                    callId: callId,
-                    error: WireError(
-                        .permissionDenied, "Reload is allowed only to the daemon's own Unix user and root, not to \(who)"),
-                    snapshotVersion: served))
+        let reloader: SnapshotReloader
+        switch RequestProcessor.reloader(for: callId, in: context, peer: PeerCredentials.of(fd: fd)) {
+        case .success(let allowed): reloader = allowed
+        case .failure(let refused):
+            append(refused.response)
             return
         }
         parked = .reload

@@ -87,6 +87,46 @@ enum RequestProcessor {
         return answer(request, from: snapshot)
     }
 
+    /// The reloader a Reload may run on, or the refusal to send instead: this server has
+    /// no reloader, or the peer (its SO_PEERCRED credentials, nil when unreadable) may not
+    /// reload.
+    static func reloader(
+        for callId: UInt64, in server: ServerContext, peer: PeerCredentials?
+    ) -> Result<SnapshotReloader, ReloadRefused> {
+        let served = server.snapshots.snapshot?.version ?? 0
+        guard let reloader = server.reloader else {
+            return .failure(
+                ReloadRefused(
+                    response: WireResponse(
+                        callId: callId, error: WireError(.unimplemented, "this server was started without a reloader"),
+                        snapshotVersion: served)))
+        }
+        if let peer, server.reloadAllowed(peer.uid) { return .success(reloader) }
+        let who = peer.map { "Unix user \($0.uid)" } ?? "a peer whose credentials cannot be read"
+        return .failure(
+            ReloadRefused(
+                response: WireResponse(
+                    callId: callId,
+                    error: WireError(
+                        .permissionDenied, "Reload is allowed only to the daemon's own Unix user and root, not to \(who)"),
+                    snapshotVersion: served)))
+    }
+
+    struct ReloadRefused: Error {
+        var response: WireResponse
+    }
+
+    /// A request that waited behind an earlier one on its connection until its own
+    /// deadline passed.
+    static func deadlinePassedInQueue(_ request: WireRequest) -> WireResponse {
+        WireResponse(
+            callId: request.callId,
+            error: WireError(
+                .deadlineExceeded,
+                "the deadline of \(request.deadlineMs) ms passed while the request waited behind an earlier one on this connection"
+            ))
+    }
+
     /// The answer to a Reload once it ran.
     static func reloadResponse(callId: UInt64, outcome: ReloadOutcome) -> WireResponse {
         let version = outcome.snapshot?.version ?? 0
