@@ -36,6 +36,9 @@ authzd_pid=""
 [ ! -e "$scratch/authz.sock" ] || { echo "error: authzd left its socket behind" >&2; exit 1; }
 echo "C client: $answer; authzd stopped cleanly on SIGTERM"
 
+echo "== load smoke: the C load generator against authzd, with reloads under load (bench/smoke.sh)"
+bash bench/smoke.sh "$bin"
+
 echo "== swift test"
 swift test --skip-build
 
