@@ -215,7 +215,7 @@ def render(doc, analysis):
         busy = s.find("large", "authzd-epoll", "reload_under_load")
         out += ["### Requests while the snapshot reloads (large workspace, authzd epoll, open loop)", "",
                 "One small commit per second (a group renamed in its own transaction) during the run; every commit makes "
-                "authzd load the whole snapshot again on its reloader thread. Idle = the open-loop row above.", "",
+                "authzd load the whole snapshot again on its reloader thread. Idle = the same rate and shape (4 connections) on the same server just before, without commits.", "",
                 table(["rate calls/s", "p50 idle µs", "p99 idle µs", "p50 reloading µs", "p99 reloading µs",
                        "p99 reloading / idle", "commits per run", "versions served per run"],
                       [[num(rl["rate"], 0), num(rl["idle_p50_us"]), num(rl["idle_p99_us"]),
