@@ -61,6 +61,57 @@ struct ConfigurationTests {
         #expect(both.logLevel == .debug)
     }
 
+    @Test func reloadAndTransportSettingsHaveDefaultsFlagsAndVariables() throws {
+        let defaults = try DaemonSettings.resolve(flags: [.socket: "s", .db: "d"], environment: [:]).server
+        #expect(defaults.transport == .epoll)
+        #expect(defaults.eventLoops == ServerConfiguration.defaultEventLoops)
+        #expect(defaults.watchDatabase)
+        #expect(defaults.pollInterval == .seconds(1))
+        #expect(defaults.reloadDebounce == .milliseconds(5))
+        #expect(defaults.maxStaleness == nil)
+        #expect(defaults.defaultDeadline == .seconds(1))
+
+        let environment = [
+            "AUTHZD_TRANSPORT": "nio", "AUTHZD_EVENT_LOOPS": "3", "AUTHZD_WATCH": "false", "AUTHZD_POLL_INTERVAL": "0",
+            "AUTHZD_RELOAD_DEBOUNCE": "20ms", "AUTHZD_MAX_STALENESS": "5m", "AUTHZD_DEFAULT_DEADLINE": "250ms",
+        ]
+        let set = try DaemonSettings.resolve(flags: [.socket: "s", .db: "d"], environment: environment).server
+        #expect(set.transport == .nio)
+        #expect(set.eventLoops == 3)
+        #expect(!set.watchDatabase)
+        #expect(set.pollInterval == nil, "0 turns polling off")
+        #expect(set.reloadDebounce == .milliseconds(20))
+        #expect(set.maxStaleness == .seconds(300))
+        #expect(set.defaultDeadline == .milliseconds(250))
+
+        let flagsWin = try DaemonSettings.resolve(
+            flags: [.socket: "s", .db: "d", .transport: "epoll", .pollInterval: "2s", .maxStaleness: "0"],
+            environment: environment
+        ).server
+        #expect(flagsWin.transport == .epoll)
+        #expect(flagsWin.pollInterval == .seconds(2))
+        #expect(flagsWin.maxStaleness == nil, "0 turns fail-closed off")
+
+        do {
+            _ = try DaemonSettings.resolve(flags: [.socket: "s", .db: "d", .transport: "uring"], environment: [:])
+            Issue.record("an unknown transport was accepted")
+        } catch {
+            #expect(error.problems.joined(separator: "\n").contains("--transport: 'uring'"))
+        }
+        // Values that parse but are out of range are reported together by validate().
+        do {
+            _ = try DaemonSettings.resolve(
+                flags: [.socket: "s", .db: "d", .pollInterval: "1ms", .defaultDeadline: "2m", .eventLoops: "0"],
+                environment: [:])
+            Issue.record("out-of-range settings accepted")
+        } catch {
+            let text = error.problems.joined(separator: "\n")
+            #expect(text.contains("poll interval must be at least 10ms"))
+            #expect(text.contains("default deadline"))
+            #expect(text.contains("event loops 0"))
+        }
+    }
+
     @Test func everyBadValueIsReportedWithItsSource() {
         let flags: [Key: String] = [.socketMode: "0999", .maxFrameSize: "-1", .logLevel: "loud"]
         let environment = ["AUTHZD_IDLE_TIMEOUT": "soon", "AUTHZD_LOG_FORMAT": "xml", "AUTHZD_MAX_CONNECTIONS": "0"]
