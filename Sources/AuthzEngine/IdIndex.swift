@@ -127,6 +127,13 @@ public struct IdIndex: Sendable {
         }
     }
 
+    /// Reads the slot `bytes` hashes to and returns a word of it, so a `lookup` soon after
+    /// finds it in cache. Issued for several ids before their lookups, the loads overlap
+    /// instead of waiting for memory one after the other.
+    @inline(__always) public func touch(_ bytes: UnsafeRawBufferPointer) -> UInt64 {
+        slots.base[Self.position(Self.hash(bytes), capacity)].meta
+    }
+
     /// The id at `index` (allocates a String: for explanations and exports, not the hot path).
     public func id(at index: Int32) -> String {
         precondition(index >= 0 && Int(index) < count, "id index out of range")

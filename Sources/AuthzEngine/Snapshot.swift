@@ -328,6 +328,29 @@ public final class Snapshot: Sendable {
         String(decoding: text.utf8.map { $0 >= 65 && $0 <= 90 ? $0 + 32 : $0 }, as: UTF8.self)
     }
 
+    // MARK: - Touching (memory-level parallelism for a batch of decisions)
+
+    /// Loads the index slots of a check's ids (see `IdIndex.touch`): call for every check of
+    /// a batch, then look them all up, then `touch` their records, then decide. Returns a
+    /// value the caller should combine and keep, so the loads are not optimised away.
+    public func touch(userUTF8 user: UnsafeRawBufferPointer, projectUTF8 project: UnsafeRawBufferPointer) -> UInt64 {
+        (user.isEmpty ? 0 : userIds.touch(user)) &+ (project.isEmpty ? 0 : projectIds.touch(project))
+    }
+
+    public func touch(userUTF8 user: UnsafeRawBufferPointer, assetUTF8 asset: UnsafeRawBufferPointer) -> UInt64 {
+        (user.isEmpty ? 0 : userIds.touch(user)) &+ assetIds.touch(asset)
+    }
+
+    /// Loads the records a decision about `user` and `project` starts from.
+    public func touch(_ user: UserKey, _ project: EntityKey?) -> UInt64 {
+        var word: UInt64 = 0
+        if user.isKnownUser { word &+= UInt64(bitPattern: Int64(users[Int(user.raw)].groupStart)) }
+        if let project, project.isKnown {
+            word &+= UInt64(bitPattern: Int64(projects[Int(project.raw)].userGrantStart))
+        }
+        return word
+    }
+
     // MARK: - Keys
 
     /// The key of a user id; the empty id is the anonymous web viewer.

@@ -67,9 +67,11 @@ public final class FastPathDecoder {
 
     /// The check in `payload` if it is one the fast path answers: CanUse,
     /// EffectivePermission or SeatType, not explained, no deadline, valid ids and enums.
-    /// Nil otherwise (use `WireRequest(decoding:)`).
-    public func decode(_ payload: UnsafeRawBufferPointer) -> FastCheck? {
-        arena.storeBytes(of: 0, as: Int.self)
+    /// Nil otherwise (use `WireRequest(decoding:)`). Checks decoded earlier stay valid if
+    /// `keepingEarlier` (for answering a run of checks together, until the arena is full);
+    /// otherwise their memory is reused.
+    public func decode(_ payload: UnsafeRawBufferPointer, keepingEarlier: Bool = false) -> FastCheck? {
+        if !keepingEarlier { arena.storeBytes(of: 0, as: Int.self) }
         let bytes = payload.baseAddress?.assumingMemoryBound(to: UInt8.self)
         guard let message = withUnsafeMutablePointer(to: &allocator, { authz__v1__request__unpack($0, payload.count, bytes) })
         else { return nil }

@@ -132,6 +132,55 @@ struct FastPathTests {
         #expect(fastAnswer(big, decoder) == nil)
     }
 
+    @Test func pipelinedRunsOverTheSocketAnswerLikeTheGeneralPath() async throws {
+        // Plain checks interleaved with requests the general path takes (explain, batch,
+        // invalid ids, Status), all in one write: runs of plain checks are answered
+        // together, and every answer must equal the general path's, in order.
+        try await withServer { server in
+            let served = try #require(server.snapshots.snapshot)
+            var random = SplitMix64(seed: 42)
+            var requests: [WireRequest] = []
+            for index in 0..<600 {
+                let user = Self.users[random.below(Self.users.count)]
+                let callId = UInt64(index + 1)
+                switch random.below(10) {
+                case 0:
+                    requests.append(WireRequest(callId: callId, explain: true, method: .check(.effectivePermission(.init(user: user, project: "p-revenue")))))
+                case 1:
+                    requests.append(WireRequest(callId: callId, method: .check(.seatType(user: "bad id"))))
+                case 2:
+                    requests.append(WireRequest(callId: callId, method: .batch([.seatType(user: user), .capabilities(user: user)])))
+                case 3, 4, 5:
+                    let project = Self.projects[random.below(Self.projects.count)]
+                    requests.append(WireRequest(callId: callId, method: .check(.effectivePermission(.init(user: user, project: project, requiredLevel: .canView)))))
+                case 6, 7, 8:
+                    let asset = Self.assets[random.below(Self.assets.count)]
+                    let project = random.below(2) == 0 ? nil : Self.projects[random.below(Self.projects.count)]
+                    requests.append(WireRequest(callId: callId, method: .check(.canUse(.init(user: user, asset: asset, project: project)))))
+                default:
+                    requests.append(WireRequest(callId: callId, minSnapshotVersion: served.version, method: .check(.seatType(user: user))))
+                }
+            }
+            var bytes: [UInt8] = []
+            for request in requests { request.append(to: &bytes) }
+            let connection = try RawConnection(path: server.socketPath)
+            try connection.send(bytes)
+            for request in requests {
+                let response = try #require(try await connection.readResponse())
+                var expected: [UInt8] = []
+                RequestProcessor.answer(request, from: served).append(to: &expected)
+                var got: [UInt8] = []
+                response.append(to: &got)
+                if case .check(.seatType(let user)) = request.method, user == "bad id" {
+                    #expect(response.status.code == .invalidArgument)
+                    #expect(response.callId == request.callId)
+                    continue
+                }
+                #expect(got == expected, "\(request)")
+            }
+        }
+    }
+
     private func check(_ request: WireRequest, _ decoder: FastPathDecoder, expectFast: Bool) {
         var framed: [UInt8] = []
         request.append(to: &framed)
