@@ -3,8 +3,8 @@
 # and the two baselines (the C echo server: framing only; the SQLite-per-request server),
 # on the demo and the large workspace. Release builds; each measured scenario is run N
 # times and the median of every metric is kept. Writes the loadgen's raw JSON of every run,
-# server logs and summary.json under the out dir; bench/report.py turns summary.json into
-# the load-test section of bench/RESULTS.md.
+# server logs and summary.json under the out dir, and (unless --quick or --no-report)
+# rewrites the load-test section of bench/RESULTS.md from it with bench/report.py.
 #
 #   bench/run.sh [--runs 3] [--duration 5] [--quick] [--out bench/out/run] [--skip-large] [--bin DIR]
 #
@@ -16,6 +16,7 @@
 #   --skip-large   only the demo workspace
 #   --bin DIR      use the authzd/authzctl in DIR (also $AUTHZ_BIN) instead of building
 #                  them with `swift build -c release`
+#   --no-report    do not rewrite bench/RESULTS.md (a full run does; --quick never does)
 #   --normal-rate R  the open-loop rate of the reload-under-load comparison (default 20000
 #                  calls/s: a busy service's sidecar, leaving the 2 cores room)
 #
@@ -27,7 +28,7 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 command_line="bench/run.sh${*:+ $*}"
 
-runs="" duration="" quick=0 out=bench/out/run skip_large=0 bin=${AUTHZ_BIN:-} normal_rate=20000
+runs="" duration="" quick=0 out=bench/out/run skip_large=0 bin=${AUTHZ_BIN:-} normal_rate=20000 no_report=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --runs) runs=${2:?--runs needs a value}; shift 2 ;;
@@ -37,6 +38,7 @@ while [ $# -gt 0 ]; do
         --skip-large) skip_large=1; shift ;;
         --bin) bin=${2:?--bin needs a value}; shift 2 ;;
         --normal-rate) normal_rate=${2:?--normal-rate needs a value}; shift 2 ;;
+        --no-report) no_report=1; shift ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) echo "run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -376,7 +378,12 @@ json.dump({
 PY
 lib summarize --out "$out"
 python3 bench/report.py --summary "$out/summary.json" --print > "$out/report.md" || say "report.py failed"
-say "done: $out/summary.json (preview of the RESULTS.md section: $out/report.md; write it with bench/report.py --summary $out/summary.json)"
+if [ "$quick" = 1 ] || [ "$no_report" = 1 ]; then
+    say "done: $out/summary.json (preview of the RESULTS.md section: $out/report.md; write it with bench/report.py --summary $out/summary.json)"
+else
+    python3 bench/report.py --summary "$out/summary.json" >&2 || say "report.py failed"
+    say "done: bench/RESULTS.md's load-test section rewritten from $out/summary.json (the analysis block is kept: update it by hand)"
+fi
 
 status=0
 python3 - "$out/summary.json" <<'PY' || status=1
