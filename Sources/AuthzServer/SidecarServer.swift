@@ -183,7 +183,11 @@ public final class SidecarServer: Service, Sendable {
         }
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue | SOCK_NONBLOCK.rawValue | SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw ServerError(.bind, "cannot create a socket: \(SocketFile.errorText(errno))") }
-        let bound = SocketFile.withSocketAddress(path) { address, length in
+        // Bound, listening and restricted under a staging name first, then linked into place.
+        let staged = SocketFile.stagingPath(for: path)
+        let bindPath = staged ?? path
+        if let staged { unlink(staged) }
+        let bound = SocketFile.withSocketAddress(bindPath) { address, length in
             Glibc.bind(fd, address, length) == 0 ? 0 : errno
         }
         guard let bound, bound == 0 else {
@@ -191,20 +195,19 @@ public final class SidecarServer: Service, Sendable {
             throw ServerError(
                 .bind, "cannot listen on \(path): \(bound.map { SocketFile.errorText($0) } ?? "the path is too long")")
         }
-        let identity = SocketFile.identity(path)
-        guard listen(fd, Int32(clamping: configuration.listenBacklog)) == 0 else {
-            let code = errno
-            close(fd)
-            SocketFile.remove(path, ifIdentity: identity)
-            throw ServerError(.bind, "cannot listen on \(path): \(SocketFile.errorText(code))")
-        }
+        let stagedIdentity = SocketFile.identity(bindPath)
         do throws(ServerError) {
-            try SocketFile.applyPermissions(path, mode: configuration.socketMode, group: configuration.socketGroup)
+            guard listen(fd, Int32(clamping: configuration.listenBacklog)) == 0 else {
+                throw ServerError(.bind, "cannot listen on \(path): \(SocketFile.errorText(errno))")
+            }
+            try SocketFile.applyPermissions(bindPath, mode: configuration.socketMode, group: configuration.socketGroup)
+            if let staged { try SocketFile.publish(staged, at: path) }
         } catch {
             close(fd)
-            SocketFile.remove(path, ifIdentity: identity)
+            SocketFile.remove(bindPath, ifIdentity: stagedIdentity)
             throw error
         }
+        let identity = SocketFile.identity(path)
         let transport: EpollTransport
         do throws(ServerError) {
             transport = try EpollTransport(listener: fd, loopCount: configuration.eventLoops, context: context)
@@ -244,20 +247,26 @@ public final class SidecarServer: Service, Sendable {
                     try Self.initialize(channel, context: context, registry: registry, maxConnections: maxConnections)
                 }
             }
+        // Bound, listening and restricted under a staging name first, then linked into place.
+        let staged = SocketFile.stagingPath(for: path)
+        let bindPath = staged ?? path
+        if let staged { unlink(staged) }
         let listener: any Channel
         do {
-            listener = try await bootstrap.bind(unixDomainSocketPath: path).get()
+            listener = try await bootstrap.bind(unixDomainSocketPath: bindPath).get()
         } catch {
             throw ServerError(.bind, "cannot listen on \(path)", cause: error)
         }
-        let identity = SocketFile.identity(path)
+        let stagedIdentity = SocketFile.identity(bindPath)
         do throws(ServerError) {
-            try SocketFile.applyPermissions(path, mode: configuration.socketMode, group: configuration.socketGroup)
+            try SocketFile.applyPermissions(bindPath, mode: configuration.socketMode, group: configuration.socketGroup)
+            if let staged { try SocketFile.publish(staged, at: path) }
         } catch {
-            SocketFile.remove(path, ifIdentity: identity)
+            SocketFile.remove(bindPath, ifIdentity: stagedIdentity)
             try? await listener.close()
             throw error
         }
+        let identity = SocketFile.identity(path)
         let stopEarly = lifecycle.withLock { state in
             state.listener = listener
             state.socketIdentity = identity

@@ -116,6 +116,38 @@ enum SocketFile {
         }
     }
 
+    /// Where to bind before the socket is ready: a name beside `path` (same directory, so
+    /// the socket can be linked into place), or nil when it would not fit `sun_path`.
+    static func stagingPath(for path: String) -> String? {
+        let (directory, name): (String, String)
+        if let slash = path.lastIndex(of: "/") {
+            directory = String(path[...slash])
+            name = String(path[path.index(after: slash)...])
+        } else {
+            directory = ""
+            name = path
+        }
+        let staged = "\(directory).\(name).\(getpid()).bind"
+        return staged.utf8.count <= maxPathLength ? staged : nil
+    }
+
+    /// Puts the socket bound, listening and with its permissions at `staged` in place at
+    /// `path`, so clients never find a socket that is not accepting or not yet restricted.
+    /// Refuses to replace anything that appeared at `path` meanwhile (another server).
+    static func publish(_ staged: String, at path: String) throws(ServerError) {
+        defer { unlink(staged) }
+        if link(staged, path) == 0 { return }
+        let code = errno
+        if code == EEXIST {
+            throw ServerError(
+                .socketInUse, "\(path) appeared while this server was starting (another server?); not replacing it")
+        }
+        // A file system without hard links: an atomic rename (which would replace).
+        guard rename(staged, path) == 0 else {
+            throw ServerError(.socketPath, "cannot move the socket into place at \(path): \(errorText(errno))")
+        }
+    }
+
     /// Connects to `path` without blocking to learn whether a server is behind it.
     static func probe(_ path: String) -> Probe {
         #if canImport(Darwin)

@@ -286,4 +286,29 @@ struct DaemonTests {
         for daemon in daemons { kill(daemon.process.processIdentifier, SIGTERM) }
         for daemon in daemons { #expect(try await daemon.waitForExit() == 0) }
     }
+
+    @Test func theSocketAppearsOnlyOnceItAcceptsWithItsPermissions() async throws {
+        let directory = try TestDirectory()
+        let socket = directory.file("authz.sock")
+        let database = directory.file("authz.db")
+        try makeDatabase(database)
+        let daemon = try Daemon(
+            arguments: ["--db", database, "--socket", socket, "--socket-mode", "0600"], directory: directory)
+        // Catch the first moment the path exists: it must already listen, with its mode.
+        let deadline = ContinuousClock.now + .seconds(10)
+        while !isSocket(socket) {
+            guard ContinuousClock.now < deadline, daemon.process.isRunning else { throw TestFailure("no socket") }
+            usleep(200)
+        }
+        var info = stat()
+        #expect(lstat(socket, &info) == 0 && info.st_mode & 0o777 == 0o600)
+        let client = try await SidecarClient.connect(socketPath: socket)
+        #expect(try await client.status().snapshotVersion > 0)
+        await client.close()
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: directory.path).filter { $0.hasSuffix(".bind") }
+        #expect(leftovers.isEmpty, "staging names left behind: \(leftovers)")
+        kill(daemon.process.processIdentifier, SIGTERM)
+        #expect(try await daemon.waitForExit() == 0)
+        #expect(!fileExists(socket))
+    }
 }
