@@ -1,4 +1,5 @@
-// One connection's request path, on its event loop: payload → WireRequest (protobuf-c) →
+// The SwiftNIO transport (--transport nio): one connection's request path, on its event
+// loop: payload → WireRequest (protobuf-c) →
 // engine → WireResponse encoded straight into the outbound buffer; one write and ONE
 // flush per read batch. Also the connection's guards: back-pressure (no reads while the
 // channel is not writable), the idle timeout, framing errors, graceful drain.
@@ -8,68 +9,6 @@ import AuthzWire
 import Logging
 import NIOCore
 import Synchronization
-
-/// State shared by every connection of one server.
-final class ServerContext: Sendable {
-    let configuration: ServerConfiguration
-    let snapshots: SnapshotHolder
-    let logger: Logger
-    let startedAt: ContinuousClock.Instant
-    let connectionsOpen = Atomic<Int>(0)
-    let requestsServed = Atomic<UInt64>(0)
-    let nextConnectionID = Atomic<UInt64>(1)
-    let reloader: SnapshotReloader?
-    /// Who may call Reload (SO_PEERCRED uid): the daemon's own user and root.
-    let reloadAllowed: @Sendable (UInt32) -> Bool
-
-    init(
-        configuration: ServerConfiguration, snapshots: SnapshotHolder, reloader: SnapshotReloader?, logger: Logger,
-        reloadAllowed: @escaping @Sendable (UInt32) -> Bool
-    ) {
-        self.configuration = configuration
-        self.snapshots = snapshots
-        self.reloader = reloader
-        self.logger = logger
-        self.reloadAllowed = reloadAllowed
-        self.startedAt = .now
-    }
-
-    /// Why checks must not be answered from the snapshot in service (`--max-staleness`
-    /// exceeded), or nil. Lock-free while loads succeed.
-    func failClosedReason() -> String? {
-        guard let maxStaleness = configuration.maxStaleness,
-            let since = snapshots.failingSinceUnixMs
-        else { return nil }
-        let now = WallClock.nowUnixMs()
-        let limit = UInt64(SnapshotReloader.milliseconds(maxStaleness))
-        guard now > since, now - since > limit else { return nil }
-        let error = snapshots.current.lastLoadError ?? "unknown error"
-        return
-            "the snapshot in service has failed to refresh for \(now - since) ms, more than --max-staleness \(maxStaleness): refusing to answer from it (last load error: \(error))"
-    }
-
-    func status() -> WireResponse.StatusResult {
-        let state = snapshots.current
-        let now = WallClock.nowUnixMs()
-        let snapshot = state.snapshot
-        let uptime = ContinuousClock.now - startedAt
-        return WireResponse.StatusResult(
-            snapshotVersion: snapshot?.version ?? 0,
-            loadedAtUnixMs: state.loadedAtUnixMs,
-            users: UInt64(snapshot?.userCount ?? 0),
-            groups: UInt64(snapshot?.groupCount ?? 0),
-            assets: UInt64(snapshot?.assetCount ?? 0),
-            projects: UInt64(snapshot?.projectCount ?? 0),
-            grants: UInt64(snapshot?.grantCount ?? 0),
-            lastLoadError: state.lastLoadError ?? "",
-            lastLoadAttemptUnixMs: state.lastLoadAttemptUnixMs,
-            staleForMs: state.staleForMs(now: now),
-            uptimeMs: UInt64(max(0, uptime.components.seconds)) * 1000
-                + UInt64(max(0, uptime.components.attoseconds)) / 1_000_000_000_000_000,
-            connectionsOpen: UInt64(max(0, connectionsOpen.load(ordering: .relaxed))),
-            requestsServed: requestsServed.load(ordering: .relaxed))
-    }
-}
 
 final class ConnectionHandler: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
@@ -204,34 +143,19 @@ final class ConnectionHandler: ChannelDuplexHandler {
         }
         if case .status = request.method { reportRequests() }
         let server = self.server
-        let disposition = RequestProcessor.dispose(
-            request, snapshot: batchSnapshot, failClosed: { server.failClosedReason() },
-            lastLoadError: { server.snapshots.current.lastLoadError },
-            status: { server.status() })
-        switch disposition {
+        switch RequestProcessor.dispose(request, snapshot: batchSnapshot, server: server) {
         case .respond(let response):
             append(response, context)
         case .waitForVersion(let version):
-            let deadline = (receivedAt ?? .now()) + TimeAmount(waitBudget(request))
+            let deadline =
+                (receivedAt ?? .now()) + TimeAmount(RequestProcessor.waitBudget(request, server.configuration))
             server.reloader?.requestCheck()
             let future = server.snapshots.waitForVersion(version, on: context.eventLoop, until: deadline)
-                .map { snapshot in
-                    RequestProcessor.answerAfterWaiting(
-                        request, snapshot: snapshot, failClosed: { server.failClosedReason() },
-                        lastLoadError: { server.snapshots.current.lastLoadError })
-                }
+                .map { snapshot in RequestProcessor.answerAfterWaiting(request, snapshot: snapshot, server: server) }
             park(future, context)
         case .reload:
             park(reload(request, context), context)
         }
-    }
-
-    /// How long a request may wait for a newer snapshot: its `deadline_ms`, or the
-    /// server's default, at most `ServerConfiguration.maxDeadline`.
-    private func waitBudget(_ request: WireRequest) -> Duration {
-        let requested: Duration =
-            request.deadlineMs > 0 ? .milliseconds(Int64(request.deadlineMs)) : server.configuration.defaultDeadline
-        return min(requested, ServerConfiguration.maxDeadline)
     }
 
     /// A Reload request: only from the daemon's own Unix user or root (SO_PEERCRED).

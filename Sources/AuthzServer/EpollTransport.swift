@@ -155,7 +155,7 @@ final class EpollLoop: @unchecked Sendable {
                 timeout = -1
             } else {
                 let wait = ContinuousClock.now.duration(to: nextTick)
-                timeout = Int32(clamping: max(0, SnapshotReloader.milliseconds(wait, roundingUp: true)))
+                timeout = Int32(clamping: max(0, wait.milliseconds(roundingUp: true)))
             }
             let count = epoll_wait(epoll, &events, Int32(events.count), timeout)
             if count < 0 && errno != EINTR {
@@ -417,7 +417,6 @@ final class EpollConnection {
 
     private func respond(to payload: UnsafeRawBufferPointer) {
         unreportedRequests += 1
-        if answerFast(payload) { return }
         let request: WireRequest
         do throws(WireRequestError) {
             request = try WireRequest(decoding: payload, maxBatchChecks: context.configuration.maxBatchSize)
@@ -429,17 +428,8 @@ final class EpollConnection {
             append(RequestProcessor.deadlinePassedInQueue(request))
             return
         }
-        if !batchSnapshotRead {
-            batchSnapshot = context.snapshots.snapshot
-            batchSnapshotRead = true
-        }
         if case .status = request.method { reportRequests() }
-        let context = self.context
-        let disposition = RequestProcessor.dispose(
-            request, snapshot: batchSnapshot, failClosed: { context.failClosedReason() },
-            lastLoadError: { context.snapshots.current.lastLoadError },
-            status: { context.status() })
-        switch disposition {
+        switch RequestProcessor.dispose(request, snapshot: readBatchSnapshot(), server: context) {
         case .respond(let response):
             append(response)
         case .waitForVersion(let version):
@@ -456,13 +446,7 @@ final class EpollConnection {
     /// such a check (incomplete, another method, an error, a consistency token the
     /// snapshot does not satisfy, fail-closed): the caller takes it the general way.
     private func answerFastRun() -> Bool {
-        if !batchSnapshotRead {
-            batchSnapshot = context.snapshots.snapshot
-            batchSnapshotRead = true
-        }
-        guard let snapshot = batchSnapshot,
-            context.snapshots.failingSinceUnixMs == nil || context.failClosedReason() == nil
-        else { return false }
+        guard let snapshot = readBatchSnapshot(), context.failClosedReason() == nil else { return false }
         let decoder = loop.fastPath
         let run = loop.fastRun
         var count = 0
@@ -492,18 +476,9 @@ final class EpollConnection {
             }
         }
         for index in 0..<count {
-            let keys: FastRun.Keys
-            switch run.checks[index].kind {
-            case .effectivePermission(let user, let project, _):
-                keys = .init(user: snapshot.userKey(utf8: user), entity: snapshot.projectKey(utf8: project), project: nil)
-            case .canUse(let user, let asset, let project, _):
-                keys = .init(
-                    user: snapshot.userKey(utf8: user), entity: snapshot.assetKey(utf8: asset),
-                    project: project.map { snapshot.projectKey(utf8: $0) })
-            case .seatType(let user):
-                keys = .init(user: snapshot.userKey(utf8: user), entity: nil, project: nil)
-            }
+            let keys = FastKeys(run.checks[index], in: snapshot)
             run.keys[index] = keys
+            // The records the decision starts from: the user and the project, if any.
             if case .effectivePermission = run.checks[index].kind {
                 sink &+= snapshot.touch(keys.user, keys.entity)
             } else {
@@ -514,20 +489,9 @@ final class EpollConnection {
         output.reserve(output.count + count * FastPathEncoder.maxFrameLength)
         for index in 0..<count {
             let check = run.checks[index]
-            let keys = run.keys[index]
-            let answer: FastAnswer
-            switch check.kind {
-            case .effectivePermission(_, _, let required):
-                let decision = snapshot.effectivePermission(keys.user, keys.entity!)
-                answer = .permission(decision, allowed: required.map { decision.level >= $0 } ?? false)
-            case .canUse(_, _, _, let required):
-                let decision = snapshot.canUse(keys.user, keys.entity!, project: keys.project)
-                answer = .access(decision, allowed: required.map { decision.access >= $0 } ?? false)
-            case .seatType:
-                answer = .seat(snapshot.seatType(keys.user))
-            }
             output.count += FastPathEncoder.encode(
-                callId: check.callId, snapshotVersion: snapshot.version, answer: answer, into: output.end)
+                callId: check.callId, snapshotVersion: snapshot.version,
+                answer: RequestProcessor.answer(check, keys: run.keys[index], in: snapshot), into: output.end)
         }
         unreportedRequests += UInt64(count)
         input.consume(consumed)
@@ -535,44 +499,19 @@ final class EpollConnection {
         return true
     }
 
-    /// The hot path: a plain single check answered without building Swift request or
-    /// response values. False when the general path must handle the payload.
-    private func answerFast(_ payload: UnsafeRawBufferPointer) -> Bool {
-        guard let check = loop.fastPath.decode(payload) else { return false }
+    /// The snapshot this read batch answers from, read once per batch.
+    private func readBatchSnapshot() -> Snapshot? {
         if !batchSnapshotRead {
             batchSnapshot = context.snapshots.snapshot
             batchSnapshotRead = true
         }
-        guard let snapshot = batchSnapshot, snapshot.version >= check.minSnapshotVersion,
-            context.snapshots.failingSinceUnixMs == nil || context.failClosedReason() == nil
-        else { return false }
-        let answer: FastAnswer
-        switch check.kind {
-        case .effectivePermission(let user, let project, let required):
-            let decision = snapshot.effectivePermission(snapshot.userKey(utf8: user), snapshot.projectKey(utf8: project))
-            answer = .permission(decision, allowed: required.map { decision.level >= $0 } ?? false)
-        case .canUse(let user, let asset, let project, let required):
-            let decision = snapshot.canUse(
-                snapshot.userKey(utf8: user), snapshot.assetKey(utf8: asset),
-                project: project.map { snapshot.projectKey(utf8: $0) })
-            answer = .access(decision, allowed: required.map { decision.access >= $0 } ?? false)
-        case .seatType(let user):
-            answer = .seat(snapshot.seatType(snapshot.userKey(utf8: user)))
-        }
-        output.reserve(output.count + FastPathEncoder.maxFrameLength)
-        output.count += FastPathEncoder.encode(
-            callId: check.callId, snapshotVersion: snapshot.version, answer: answer, into: output.end)
-        if output.count >= 64 * 1024 { flush() }
-        return true
+        return batchSnapshot
     }
 
     // MARK: Parking
 
     private func waitForVersion(_ version: UInt64, _ request: WireRequest) {
-        let requested: Duration =
-            request.deadlineMs > 0
-            ? .milliseconds(Int64(request.deadlineMs)) : context.configuration.defaultDeadline
-        let deadline = bufferedSince + min(requested, ServerConfiguration.maxDeadline)
+        let deadline = bufferedSince + RequestProcessor.waitBudget(request, context.configuration)
         context.reloader?.requestCheck()
         let (loop, fd, id) = (self.loop, self.fd, self.id)
         let (ready, waiter) = context.snapshots.waitForVersion(version) { _ in
@@ -586,10 +525,7 @@ final class EpollConnection {
     }
 
     private func answerAfterWaiting(_ request: WireRequest, _ snapshot: Snapshot?) -> WireResponse {
-        let context = self.context
-        return RequestProcessor.answerAfterWaiting(
-            request, snapshot: snapshot, failClosed: { context.failClosedReason() },
-            lastLoadError: { context.snapshots.current.lastLoadError })
+        RequestProcessor.answerAfterWaiting(request, snapshot: snapshot, server: context)
     }
 
     private func versionArrived() {
@@ -742,17 +678,9 @@ final class EpollConnection {
 
 /// A loop's scratch for `answerFastRun`: the decoded checks of one run and their keys.
 final class FastRun {
-    struct Keys {
-        var user: UserKey
-        /// The project (EffectivePermission) or the asset (CanUse); nil for SeatType.
-        var entity: EntityKey?
-        /// CanUse's project, if any.
-        var project: EntityKey?
-    }
-
     let capacity: Int
     let checks: UnsafeMutablePointer<FastCheck>
-    let keys: UnsafeMutablePointer<Keys>
+    let keys: UnsafeMutablePointer<FastKeys>
     /// Where the touched words go, so the loads are not optimised away.
     var sink: UInt64 = 0
 

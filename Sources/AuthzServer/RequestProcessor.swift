@@ -17,15 +17,11 @@ enum RequestProcessor {
     }
 
     /// Decides `request` against `snapshot` (the one snapshot read for this read batch).
-    /// `failClosed` says the snapshot is too stale to answer checks from (--max-staleness);
-    /// `status` is only called for Status requests.
-    static func dispose(
-        _ request: WireRequest, snapshot: Snapshot?, failClosed: () -> String?, lastLoadError: () -> String?,
-        status: () -> WireResponse.StatusResult
-    ) -> Disposition {
+    /// Checks are refused while the snapshot is too stale to answer from (--max-staleness).
+    static func dispose(_ request: WireRequest, snapshot: Snapshot?, server: ServerContext) -> Disposition {
         switch request.method {
         case .status:
-            let result = status()
+            let result = server.status()
             return .respond(
                 WireResponse(callId: request.callId, snapshotVersion: result.snapshotVersion, answer: .status(result)))
         case .reload:
@@ -33,9 +29,9 @@ enum RequestProcessor {
         case .check, .batch:
             guard let snapshot, snapshot.version >= request.minSnapshotVersion else {
                 if request.minSnapshotVersion > 0 { return .waitForVersion(request.minSnapshotVersion) }
-                return .respond(unavailable(request, lastLoadError()))
+                return .respond(unavailable(request, server.snapshots.current.lastLoadError))
             }
-            if let reason = failClosed() {
+            if let reason = server.failClosedReason() {
                 return .respond(
                     WireResponse(
                         callId: request.callId, error: WireError(.unavailable, reason), snapshotVersion: snapshot.version))
@@ -67,10 +63,8 @@ enum RequestProcessor {
 
     /// The answer after waiting for `min_snapshot_version`: from `snapshot` if it is new
     /// enough, else FAILED_PRECONDITION naming the version in service (UNAVAILABLE if none).
-    static func answerAfterWaiting(
-        _ request: WireRequest, snapshot: Snapshot?, failClosed: () -> String?, lastLoadError: () -> String?
-    ) -> WireResponse {
-        guard let snapshot else { return unavailable(request, lastLoadError()) }
+    static func answerAfterWaiting(_ request: WireRequest, snapshot: Snapshot?, server: ServerContext) -> WireResponse {
+        guard let snapshot else { return unavailable(request, server.snapshots.current.lastLoadError) }
         guard snapshot.version >= request.minSnapshotVersion else {
             return WireResponse(
                 callId: request.callId,
@@ -80,11 +74,33 @@ enum RequestProcessor {
                 ),
                 snapshotVersion: snapshot.version)
         }
-        if let reason = failClosed() {
+        if let reason = server.failClosedReason() {
             return WireResponse(
                 callId: request.callId, error: WireError(.unavailable, reason), snapshotVersion: snapshot.version)
         }
         return answer(request, from: snapshot)
+    }
+
+    /// How long `request` may wait for a newer snapshot, counted from when it was read: its
+    /// `deadline_ms`, or the server's default, at most `ServerConfiguration.maxDeadline`.
+    static func waitBudget(_ request: WireRequest, _ configuration: ServerConfiguration) -> Duration {
+        let requested: Duration =
+            request.deadlineMs > 0 ? .milliseconds(Int64(request.deadlineMs)) : configuration.defaultDeadline
+        return min(requested, ServerConfiguration.maxDeadline)
+    }
+
+    /// A fast-path check's answer from `snapshot`, given its ids' keys (`FastKeys`).
+    static func answer(_ check: FastCheck, keys: FastKeys, in snapshot: Snapshot) -> FastAnswer {
+        switch check.kind {
+        case .effectivePermission(_, _, let required):
+            let decision = snapshot.effectivePermission(keys.user, keys.entity)
+            return .permission(decision, allowed: required.map { decision.level >= $0 } ?? false)
+        case .canUse(_, _, _, let required):
+            let decision = snapshot.canUse(keys.user, keys.entity, project: keys.project)
+            return .access(decision, allowed: required.map { decision.access >= $0 } ?? false)
+        case .seatType:
+            return .seat(snapshot.seatType(keys.user))
+        }
     }
 
     /// The reloader a Reload may run on, or the refusal to send instead: this server has
@@ -175,6 +191,32 @@ enum RequestProcessor {
                     planDowngrade: decision.planDowngrade))
         case .capabilities(let user):
             return .capabilities(Array(snapshot.capabilities(snapshot.userKey(user))))
+        }
+    }
+}
+
+/// The snapshot keys of a fast-path check's ids.
+struct FastKeys {
+    var user: UserKey
+    /// The project (EffectivePermission) or the asset (CanUse); unknown for SeatType.
+    var entity: EntityKey
+    /// CanUse's project, if any.
+    var project: EntityKey?
+
+    init(_ check: FastCheck, in snapshot: Snapshot) {
+        switch check.kind {
+        case .effectivePermission(let user, let project, _):
+            self.user = snapshot.userKey(utf8: user)
+            entity = snapshot.projectKey(utf8: project)
+            self.project = nil
+        case .canUse(let user, let asset, let project, _):
+            self.user = snapshot.userKey(utf8: user)
+            entity = snapshot.assetKey(utf8: asset)
+            self.project = project.map { snapshot.projectKey(utf8: $0) }
+        case .seatType(let user):
+            self.user = snapshot.userKey(utf8: user)
+            entity = .unknown
+            self.project = nil
         }
     }
 }

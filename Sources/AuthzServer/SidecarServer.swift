@@ -113,7 +113,7 @@ public final class SidecarServer: Service, Sendable {
                 listener = try await bind()
                 epoll = nil
             case .epoll:
-                epoll = try bindEpoll()
+                epoll = try await bindEpoll()
                 listener = nil
             }
         } catch {
@@ -174,40 +174,58 @@ public final class SidecarServer: Service, Sendable {
         }
     }
 
-    /// Binds a non-blocking listening socket and starts the epoll loops on it; on failure
-    /// leaves no socket file behind.
-    private func bindEpoll() throws -> EpollTransport {
+    /// Frees the socket path, has `listen` bind and listen at a staging name beside it,
+    /// applies the mode and group, then links the socket into place: clients never find
+    /// it at the path before it accepts, or before it is restricted. On failure leaves no
+    /// socket file behind (`discard` closes what `listen` opened). Returns the listener and
+    /// the identity of the file at the path.
+    private func listenAtSocketPath<Listener>(
+        _ listen: (_ bindPath: String) async throws -> Listener, discard: (Listener) async -> Void
+    ) async throws -> (Listener, FileIdentity?) {
         let path = configuration.socketPath
         if try SocketFile.prepareForBind(path) {
             logger.notice("replaced a stale socket file left by an earlier run", metadata: ["socket": "\(path)"])
         }
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue | SOCK_NONBLOCK.rawValue | SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw ServerError(.bind, "cannot create a socket: \(SocketFile.errorText(errno))") }
-        // Bound, listening and restricted under a staging name first, then linked into place.
         let staged = SocketFile.stagingPath(for: path)
         let bindPath = staged ?? path
         if let staged { unlink(staged) }
-        let bound = SocketFile.withSocketAddress(bindPath) { address, length in
-            Glibc.bind(fd, address, length) == 0 ? 0 : errno
-        }
-        guard let bound, bound == 0 else {
-            close(fd)
-            throw ServerError(
-                .bind, "cannot listen on \(path): \(bound.map { SocketFile.errorText($0) } ?? "the path is too long")")
-        }
+        let listener = try await listen(bindPath)
         let stagedIdentity = SocketFile.identity(bindPath)
         do throws(ServerError) {
-            guard listen(fd, Int32(clamping: configuration.listenBacklog)) == 0 else {
-                throw ServerError(.bind, "cannot listen on \(path): \(SocketFile.errorText(errno))")
-            }
             try SocketFile.applyPermissions(bindPath, mode: configuration.socketMode, group: configuration.socketGroup)
             if let staged { try SocketFile.publish(staged, at: path) }
         } catch {
-            close(fd)
             SocketFile.remove(bindPath, ifIdentity: stagedIdentity)
+            await discard(listener)
             throw error
         }
-        let identity = SocketFile.identity(path)
+        return (listener, SocketFile.identity(path))
+    }
+
+    /// Listens with a non-blocking socket and starts the epoll loops on it.
+    private func bindEpoll() async throws -> EpollTransport {
+        let path = configuration.socketPath
+        let backlog = Int32(clamping: configuration.listenBacklog)
+        let (fd, identity) = try await listenAtSocketPath({ bindPath throws(ServerError) -> Int32 in
+            let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue | SOCK_NONBLOCK.rawValue | SOCK_CLOEXEC.rawValue), 0)
+            guard fd >= 0 else { throw ServerError(.bind, "cannot create a socket: \(SocketFile.errorText(errno))") }
+            let bound = SocketFile.withSocketAddress(bindPath) { address, length in
+                Glibc.bind(fd, address, length) == 0 ? 0 : errno
+            }
+            guard let bound, bound == 0 else {
+                close(fd)
+                throw ServerError(
+                    .bind, "cannot listen on \(path): \(bound.map { SocketFile.errorText($0) } ?? "the path is too long")")
+            }
+            guard listen(fd, backlog) == 0 else {
+                let code = errno
+                let identity = SocketFile.identity(bindPath)
+                close(fd)
+                SocketFile.remove(bindPath, ifIdentity: identity)
+                throw ServerError(.bind, "cannot listen on \(path): \(SocketFile.errorText(code))")
+            }
+            return fd
+        }, discard: { fd in close(fd) })
         let transport: EpollTransport
         do throws(ServerError) {
             transport = try EpollTransport(listener: fd, loopCount: configuration.eventLoops, context: context)
@@ -225,12 +243,9 @@ public final class SidecarServer: Service, Sendable {
         return transport
     }
 
-    /// Frees the path, binds, sets permissions; on failure leaves no socket file behind.
+    /// Listens with a SwiftNIO server bootstrap.
     private func bind() async throws -> any Channel {
         let path = configuration.socketPath
-        if try SocketFile.prepareForBind(path) {
-            logger.notice("replaced a stale socket file left by an earlier run", metadata: ["socket": "\(path)"])
-        }
         let context = self.context
         let registry = self.registry
         let maxConnections = configuration.maxConnections
@@ -247,26 +262,13 @@ public final class SidecarServer: Service, Sendable {
                     try Self.initialize(channel, context: context, registry: registry, maxConnections: maxConnections)
                 }
             }
-        // Bound, listening and restricted under a staging name first, then linked into place.
-        let staged = SocketFile.stagingPath(for: path)
-        let bindPath = staged ?? path
-        if let staged { unlink(staged) }
-        let listener: any Channel
-        do {
-            listener = try await bootstrap.bind(unixDomainSocketPath: bindPath).get()
-        } catch {
-            throw ServerError(.bind, "cannot listen on \(path)", cause: error)
-        }
-        let stagedIdentity = SocketFile.identity(bindPath)
-        do throws(ServerError) {
-            try SocketFile.applyPermissions(bindPath, mode: configuration.socketMode, group: configuration.socketGroup)
-            if let staged { try SocketFile.publish(staged, at: path) }
-        } catch {
-            SocketFile.remove(bindPath, ifIdentity: stagedIdentity)
-            try? await listener.close()
-            throw error
-        }
-        let identity = SocketFile.identity(path)
+        let (listener, identity) = try await listenAtSocketPath({ bindPath -> any Channel in
+            do {
+                return try await bootstrap.bind(unixDomainSocketPath: bindPath).get()
+            } catch {
+                throw ServerError(.bind, "cannot listen on \(path)", cause: error)
+            }
+        }, discard: { listener in try? await listener.close() })
         let stopEarly = lifecycle.withLock { state in
             state.listener = listener
             state.socketIdentity = identity

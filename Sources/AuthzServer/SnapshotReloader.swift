@@ -303,7 +303,7 @@ public final class SnapshotReloader: Service, Sendable {
         var metadata: Logger.Metadata = [
             "snapshot-version": "\(snapshot.version)",
             "previous-version": "\(previous.map { String($0.version) } ?? "none")",
-            "load-ms": "\(Self.milliseconds(elapsed))",
+            "load-ms": "\(elapsed.milliseconds())",
         ]
         if forced { metadata["forced"] = "true" }
         if let previous, snapshot.version < previous.version {
@@ -355,7 +355,7 @@ public final class SnapshotReloader: Service, Sendable {
         if let watcher { descriptors.append(pollfd(fd: watcher, events: Int16(POLLIN), revents: 0)) }
         let milliseconds: Int32 =
             if let timeout {
-                Int32(clamping: max(0, Self.milliseconds(timeout, roundingUp: true)))
+                Int32(clamping: max(0, timeout.milliseconds(roundingUp: true)))
             } else {
                 -1
             }
@@ -367,12 +367,6 @@ public final class SnapshotReloader: Service, Sendable {
     /// The reloader thread's nice value (0 = normal; 19 = lowest).
     static let threadNiceness: Int32 = 10
 
-    static func milliseconds(_ duration: Duration, roundingUp: Bool = false) -> Int64 {
-        let (seconds, attoseconds) = duration.components
-        let whole = seconds * 1000 + attoseconds / 1_000_000_000_000_000
-        let remainder = attoseconds % 1_000_000_000_000_000
-        return roundingUp && remainder > 0 ? whole + 1 : whole
-    }
 }
 
 /// The loop's own state: touched only by the reloader thread.

@@ -36,20 +36,7 @@ struct FastPathTests {
     func fastAnswer(_ payload: [UInt8], _ decoder: FastPathDecoder) -> [UInt8]? {
         payload.withUnsafeBytes { bytes -> [UInt8]? in
             guard let check = decoder.decode(bytes) else { return nil }
-            let answer: FastAnswer
-            switch check.kind {
-            case .effectivePermission(let user, let project, let required):
-                let decision = snapshot.effectivePermission(
-                    snapshot.userKey(utf8: user), snapshot.projectKey(utf8: project))
-                answer = .permission(decision, allowed: required.map { decision.level >= $0 } ?? false)
-            case .canUse(let user, let asset, let project, let required):
-                let decision = snapshot.canUse(
-                    snapshot.userKey(utf8: user), snapshot.assetKey(utf8: asset),
-                    project: project.map { snapshot.projectKey(utf8: $0) })
-                answer = .access(decision, allowed: required.map { decision.access >= $0 } ?? false)
-            case .seatType(let user):
-                answer = .seat(snapshot.seatType(snapshot.userKey(utf8: user)))
-            }
+            let answer = RequestProcessor.answer(check, keys: FastKeys(check, in: snapshot), in: snapshot)
             var out = [UInt8](repeating: 0, count: FastPathEncoder.maxFrameLength)
             let count = out.withUnsafeMutableBytes {
                 FastPathEncoder.encode(
