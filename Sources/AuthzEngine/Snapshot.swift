@@ -96,8 +96,11 @@ public final class Snapshot: Sendable {
         let userIds = IdIndex(workspace.users.map(\.id), duplicates: &duplicates)
         for index in duplicates { warnings.append("users[\(index)].id: duplicate id '\(workspace.users[index].id)' ignored") }
         duplicates.removeAll()
-        let groupIds = IdIndex(workspace.groups.map(\.id), duplicates: &duplicates)
-        for index in duplicates { warnings.append("groups[\(index)].id: duplicate id '\(workspace.groups[index].id)' ignored") }
+        // Groups are indexed in id order too, so "the group with the smallest id" among
+        // grants of equal level (RULES.md §4 step 2) is the one with the lowest index.
+        let groupOrder = workspace.groups.indices.sorted { workspace.groups[$0].id.utf8.lexicographicallyPrecedes(workspace.groups[$1].id.utf8) }
+        let groupIds = IdIndex(groupOrder.map { workspace.groups[$0].id }, duplicates: &duplicates)
+        for index in duplicates { warnings.append("groups[\(groupOrder[index])].id: duplicate id '\(workspace.groups[groupOrder[index]].id)' ignored") }
         duplicates.removeAll()
         let assetOrder = workspace.assets.indices.sorted { workspace.assets[$0].id.utf8.lexicographicallyPrecedes(workspace.assets[$1].id.utf8) }
         let assetIds = IdIndex(assetOrder.map { workspace.assets[$0].id }, duplicates: &duplicates)
@@ -118,11 +121,11 @@ public final class Snapshot: Sendable {
         // Group memberships, as (user, group) pairs → CSR by user.
         var membership: [UInt64] = []
         membership.reserveCapacity(workspace.groups.reduce(0) { $0 + $1.members.count })
-        for (g, group) in workspace.groups.enumerated() where groupIds.lookup(group.id) == Int32(g) {
-            for (m, member) in group.members.enumerated() {
+        for (g, original) in groupOrder.enumerated() where groupIds.lookup(workspace.groups[original].id) == Int32(g) {
+            for (m, member) in workspace.groups[original].members.enumerated() {
                 let u = userIds.lookup(member)
                 if u < 0 {
-                    warnings.append("groups[\(g)].members[\(m)]: unknown user '\(member)' skipped")
+                    warnings.append("groups[\(original)].members[\(m)]: unknown user '\(member)' skipped")
                     continue
                 }
                 membership.append(UInt64(UInt32(u)) << 32 | UInt64(UInt32(g)))
@@ -544,8 +547,9 @@ public final class Snapshot: Sendable {
     }
 
     public func canUse(_ user: UserKey, _ asset: EntityKey, project: EntityKey? = nil) -> AccessDecision {
-        // Step 1.
+        // Step 1: an unknown asset, then an unknown project, before anything about the user.
         guard asset.isKnown else { return AccessDecision(.none, .unknownAsset) }
+        if let project, !project.isKnown { return AccessDecision(.none, .unknownProject) }
         let a = Int(asset.raw)
         var decision: AccessDecision
         if user == .unknown { return AccessDecision(.none, .unknownUser) }
@@ -567,8 +571,8 @@ public final class Snapshot: Sendable {
             }
         }
         guard decision.access > .none, let project else { return decision }
-        // Step 5: using an asset in a project needs can_edit on it.
-        guard project.isKnown else { return AccessDecision(.none, .unknownProject) }
+        // Step 5: using an asset in a project needs can_edit on it (an unknown project was
+        // answered in step 1).
         if decision.access == .use, effectivePermission(user, project).level < .canEdit {
             return AccessDecision(.view, .projectNeedsCanEdit)
         }

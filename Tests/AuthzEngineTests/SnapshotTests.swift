@@ -102,6 +102,32 @@ struct SnapshotTests {
         #expect(none.level == .none && none.reason == .noGrant)
     }
 
+    @Test func tiedGroupGrantsNameTheSmallestGroupId() {
+        // RULES.md §4 step 2: among groups giving the same level, the smallest id (byte
+        // order), whatever order the document lists the groups and grants in.
+        for reversed in [false, true] {
+            var groups = [
+                Group(id: "g-b", name: "B", members: ["u-1"]),
+                Group(id: "g-a", name: "A", members: ["u-1"]),
+                Group(id: "g-C", name: "C", members: ["u-1"]),
+            ]
+            var grants: [Grant] = [.group("g-b", .canEdit), .group("g-a", .canEdit), .group("g-C", .canView)]
+            if reversed {
+                groups.reverse()
+                grants.reverse()
+            }
+            let snap = Snapshot(
+                workspace: Workspace(
+                    settings: WorkspaceSettings(plan: .team),
+                    users: [User(id: "u-1", email: "one@x.io", origin: .manual, role: .editor)],
+                    groups: groups,
+                    projects: [Project(id: "p-1", grants: grants)]),
+                version: 1)
+            let decision = snap.effectivePermission(user: "u-1", project: "p-1")
+            #expect(snap.explain(decision) == [ExplanationStep(reason: .groupGrant, level: .canEdit, subject: "g-a")])
+        }
+    }
+
     @Test func duplicateGrantsKeepTheHighest() {
         // u-explorer has can_view and full_access; the cap then applies.
         let decision = snapshot.effectivePermission(user: "u-explorer", project: "p-main")
@@ -171,7 +197,12 @@ struct SnapshotTests {
         #expect(snapshot.canUse(user: "u-editor", asset: "a-data", project: "p-main") == AccessDecision(.use, .groupAccess))
         #expect(snapshot.canUse(user: "u-editor", asset: "a-data", project: "p-locked") == AccessDecision(.view, .projectNeedsCanEdit))
         #expect(snapshot.canUse(user: "u-editor", asset: "a-data", project: "p-ghost") == AccessDecision(.none, .unknownProject))
-        #expect(snapshot.canUse(user: "u-editor", asset: "a-b-locked", project: "p-ghost") == AccessDecision(.none, .notInAssetGroups))
+        // RULES.md §5 step 1: an unknown project is answered before anything about the user.
+        #expect(snapshot.canUse(user: "u-editor", asset: "a-b-locked", project: "p-ghost") == AccessDecision(.none, .unknownProject))
+        #expect(snapshot.canUse(user: "u-ghost", asset: "a-data", project: "p-ghost") == AccessDecision(.none, .unknownProject))
+        #expect(snapshot.canUse(user: "u-off", asset: "a-data", project: "p-ghost") == AccessDecision(.none, .unknownProject))
+        #expect(snapshot.canUse(user: "", asset: "a-z-open", project: "p-ghost") == AccessDecision(.none, .unknownProject))
+        #expect(snapshot.canUse(user: "u-editor", asset: "a-ghost", project: "p-ghost") == AccessDecision(.none, .unknownAsset))
         #expect(snapshot.canUse(user: "u-admin", asset: "a-data", project: "p-none") == AccessDecision(.view, .projectNeedsCanEdit))
         #expect(snapshot.canUse(user: "u-admin", asset: "a-data", project: "p-main") == AccessDecision(.use, .admin))
         #expect(snapshot.canUse(user: "", asset: "a-public", project: "p-app") == AccessDecision(.view, .anonymousPublic))

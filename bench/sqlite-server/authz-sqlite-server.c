@@ -557,18 +557,17 @@ static void effective_permission(Conn *c, const UserInfo *u, const ProjectInfo *
       sqlite3_bind_int64(s, 1, p->pk);
       sqlite3_bind_int64(s, 2, u->pk);
       int best = LV_NONE;
-      sqlite3_int64 best_group = 0;
       int found = 0;
       while (step(c, s, "project_grants (groups)") > 0) {
         int g = NAME_INDEX(sqlite3_column_text(s, 1), level_names);
-        sqlite3_int64 group = sqlite3_column_int64(s, 0);
-        /* The highest level; among equals the group listed first (lowest pk). */
-        if (g > best || (found && g == best && group < best_group)) {
+        const unsigned char *text = sqlite3_column_text(s, 2);
+        const char *id = text != NULL ? (const char *)text : "";
+        /* The highest level; among equals the group with the smallest id (byte order,
+           RULES.md §4 step 2). */
+        if (g > best || (found && g == best && strcmp(id, d->group_subject) < 0)) {
           best = g;
-          best_group = group;
           found = 1;
-          const unsigned char *id = sqlite3_column_text(s, 2);
-          snprintf(d->group_subject, sizeof d->group_subject, "%s", id != NULL ? (const char *)id : "");
+          snprintf(d->group_subject, sizeof d->group_subject, "%s", id);
         }
       }
       sqlite3_reset(s);
@@ -656,6 +655,16 @@ static void can_use(Conn *c, const char *user_id, const char *asset_id, const ch
     *reason = AUTHZ__V1__REASON__REASON_UNKNOWN_ASSET;
     return;
   }
+  /* Then an unknown project, before anything about the user. */
+  ProjectInfo p;
+  if (project_id != NULL) {
+    if (lookup_project(c, project_id, &p) < 0) return;
+    if (!p.known) {
+      *access = ACC_NONE;
+      *reason = AUTHZ__V1__REASON__REASON_UNKNOWN_PROJECT;
+      return;
+    }
+  }
   UserInfo u;
   if (resolve_user(c, user_id, &u) < 0) return;
   if (u.kind == USER_UNKNOWN) {
@@ -693,14 +702,8 @@ static void can_use(Conn *c, const char *user_id, const char *asset_id, const ch
     *reason = AUTHZ__V1__REASON__REASON_ROLE_CANNOT_USE;
   }
   if (*access == ACC_NONE || project_id == NULL) return;
-  /* Step 5: using an asset in a project needs can_edit on it. */
-  ProjectInfo p;
-  if (lookup_project(c, project_id, &p) < 0) return;
-  if (!p.known) {
-    *access = ACC_NONE;
-    *reason = AUTHZ__V1__REASON__REASON_UNKNOWN_PROJECT;
-    return;
-  }
+  /* Step 5: using an asset in a project needs can_edit on it (an unknown project was
+     answered in step 1). */
   if (*access == ACC_USE) {
     Decision d;
     effective_permission(c, &u, &p, &d);
