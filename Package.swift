@@ -3,17 +3,19 @@ import PackageDescription
 
 // Module map (each arrow is "depends on"):
 //
-//   authzd ──► AuthzServer ──► AuthzWire ──► CAuthzProto ──► CProtobufC (system libprotobuf-c)
-//                  │               │
-//                  │               └──► AuthzEngine
+//   authzd ──► AuthzServer ──► AuthzConnection ──► AuthzWire ──► CAuthzProto ──► CProtobufC (system libprotobuf-c)
+//                  │                                      │
+//                  │                                      └──► AuthzEngine
 //                  └──► AuthzStore ──► AuthzDocument ──► AuthzEngine
 //                           └──► CSQLite (system libsqlite3)
 //   authzctl ──► AuthzStore, AuthzQuery, AuthzClient (──► AuthzWire), AuthzWorkloads
 //
 // AuthzEngine is the pure decision engine: no I/O, no Foundation, no NIO, no SQLite.
 // AuthzDocument (the JSON workspace document) and AuthzQuery (the JSON Lines queries) are
-// pure as well. AuthzWire is the wire format without NIO. AuthzStore owns the SQLite
-// schema, migrations, import/export and the snapshot loader. Executables stay thin.
+// pure as well. AuthzWire is the wire format without NIO. AuthzConnection is the protocol
+// of one connection as a value type (no I/O); AuthzServer's two transports only move bytes
+// through it. AuthzStore owns the SQLite schema, migrations, import/export and the snapshot
+// loader. Executables stay thin.
 
 let strictSettings: [SwiftSetting] = [
     .enableUpcomingFeature("ExistentialAny"),
@@ -99,6 +101,18 @@ let package = Package(
             dependencies: ["AuthzEngine", "AuthzWire", "AuthzWorkloads", "CAllocCounter", "CAuthzProto", "CProtobufC", "WireTestSupport"],
             swiftSettings: strictSettings
         ),
+        // The protocol of one connection as a value (sans I/O): what to answer, when to
+        // stop reading, when to close. Both transports move bytes through it.
+        .target(
+            name: "AuthzConnection",
+            dependencies: ["AuthzWire"],
+            swiftSettings: requestPathSettings
+        ),
+        .testTarget(
+            name: "AuthzConnectionTests",
+            dependencies: ["AuthzConnection", "AuthzWire"],
+            swiftSettings: strictSettings
+        ),
         // The sidecar server: SwiftNIO on a Unix domain socket, run as a ServiceLifecycle
         // service; its async client; the daemon.
         // Linux system calls for the epoll transport that Glibc's Swift module lacks.
@@ -107,7 +121,7 @@ let package = Package(
             name: "AuthzServer",
             dependencies: [
                 "CEpoll",
-                "AuthzEngine", "AuthzStore", "AuthzWire",
+                "AuthzConnection", "AuthzEngine", "AuthzStore", "AuthzWire",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

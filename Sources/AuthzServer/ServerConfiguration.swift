@@ -28,6 +28,9 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var maxConnections: Int
     /// A connection that sends nothing for this long is closed; nil: never.
     public var idleTimeout: Duration?
+    /// A frame must be received whole this long after its first byte arrived (slow senders
+    /// cannot hold a connection); nil = no limit.
+    public var frameTimeout: Duration?
     /// How long a graceful shutdown waits for connections to finish before closing them.
     public var shutdownGracePeriod: Duration
     /// Outbound bytes queued per connection above which the server stops reading from it
@@ -61,6 +64,7 @@ public struct ServerConfiguration: Sendable, Equatable {
     public static let defaultMaxBatchSize = 256
     public static let defaultMaxConnections = 1024
     public static let defaultIdleTimeout: Duration = .seconds(300)
+    public static let defaultFrameTimeout: Duration = .seconds(5)
     public static let defaultShutdownGracePeriod: Duration = .seconds(10)
     /// One event loop per online CPU.
     public static let defaultEventLoops = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
@@ -80,6 +84,7 @@ public struct ServerConfiguration: Sendable, Equatable {
         maxBatchSize: Int = ServerConfiguration.defaultMaxBatchSize,
         maxConnections: Int = ServerConfiguration.defaultMaxConnections,
         idleTimeout: Duration? = ServerConfiguration.defaultIdleTimeout,
+        frameTimeout: Duration? = ServerConfiguration.defaultFrameTimeout,
         shutdownGracePeriod: Duration = ServerConfiguration.defaultShutdownGracePeriod,
         writeBufferHighWaterMark: Int = 64 * 1024,
         writeBufferLowWaterMark: Int = 32 * 1024,
@@ -101,6 +106,7 @@ public struct ServerConfiguration: Sendable, Equatable {
         self.maxBatchSize = maxBatchSize
         self.maxConnections = maxConnections
         self.idleTimeout = idleTimeout
+        self.frameTimeout = frameTimeout
         self.shutdownGracePeriod = shutdownGracePeriod
         self.writeBufferHighWaterMark = writeBufferHighWaterMark
         self.writeBufferLowWaterMark = writeBufferLowWaterMark
@@ -130,6 +136,7 @@ public struct ServerConfiguration: Sendable, Equatable {
         if maxBatchSize < 1 { problems.append("max batch size \(maxBatchSize) must be at least 1") }
         if maxConnections < 1 { problems.append("max connections \(maxConnections) must be at least 1") }
         if let idleTimeout, idleTimeout <= .zero { problems.append("the idle timeout must be positive (or none)") }
+        if let frameTimeout, frameTimeout <= .zero { problems.append("the frame timeout must be positive (or none)") }
         if shutdownGracePeriod < .zero { problems.append("the shutdown grace period is negative") }
         if writeBufferLowWaterMark < 0 || writeBufferHighWaterMark < writeBufferLowWaterMark {
             problems.append("write buffer water marks must satisfy 0 <= low <= high")
@@ -220,6 +227,7 @@ public struct DaemonSettings: Sendable, Equatable {
         case maxBatchSize = "max-batch-size"
         case maxConnections = "max-connections"
         case idleTimeout = "idle-timeout"
+        case frameTimeout = "frame-timeout"
         case shutdownGracePeriod = "shutdown-grace-period"
         case transport
         case eventLoops = "event-loops"
@@ -286,6 +294,9 @@ public struct DaemonSettings: Sendable, Equatable {
         if let count = parse(.maxConnections, "a count", Self.parseCount) { server.maxConnections = count }
         if let timeout = parse(.idleTimeout, "a duration such as 300, 300s, 5m or 500ms", Self.parseDuration) {
             server.idleTimeout = timeout == .zero ? nil : timeout
+        }
+        if let timeout = parse(.frameTimeout, "a duration such as 5, 5s or 500ms", Self.parseDuration) {
+            server.frameTimeout = timeout == .zero ? nil : timeout
         }
         if let grace = parse(.shutdownGracePeriod, "a duration such as 10, 10s or 1500ms", Self.parseDuration) {
             server.shutdownGracePeriod = grace

@@ -295,9 +295,7 @@ public final class SidecarServer: Service, Sendable {
             try pipeline.addHandler(RejectConnectionHandler(limit: maxConnections))
             return
         }
-        let decoder = FrameDecoder(maxPayloadLength: context.configuration.maxFrameSize)
-        try pipeline.addHandler(ByteToMessageHandler(decoder))
-        try pipeline.addHandler(ConnectionHandler(server: context, decoder: decoder, connectionID: id))
+        try pipeline.addHandler(ConnectionHandler(server: context, connectionID: id))
         registry.add(channel, id: id)
         channel.closeFuture.whenComplete { _ in registry.remove(id: id) }
         context.logger.debug("connection opened", metadata: ["connection": "\(id)"])

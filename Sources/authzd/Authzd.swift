@@ -68,8 +68,11 @@ struct Authzd: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Connections served at once (default 1024).", valueName: "count"))
     var maxConnections: String?
 
-    @Option(help: ArgumentHelp("Close a connection that sends nothing for this long; 0 = never (default 300s).", valueName: "duration"))
+    @Option(help: ArgumentHelp("Close a connection on which nothing moves either way for this long, with no answer owed; 0 = never (default 300s).", valueName: "duration"))
     var idleTimeout: String?
+
+    @Option(help: ArgumentHelp("Close a connection that takes longer than this to send one frame once it began; 0 = never (default 5s).", valueName: "duration"))
+    var frameTimeout: String?
 
     @Option(help: ArgumentHelp("How long shutdown waits for open connections (default 10s).", valueName: "duration"))
     var shutdownGracePeriod: String?
@@ -178,6 +181,7 @@ struct Authzd: AsyncParsableCommand {
         flags[.maxBatchSize] = maxBatchSize
         flags[.maxConnections] = maxConnections
         flags[.idleTimeout] = idleTimeout
+        flags[.frameTimeout] = frameTimeout
         flags[.shutdownGracePeriod] = shutdownGracePeriod
         flags[.transport] = transport
         flags[.eventLoops] = eventLoops
