@@ -130,6 +130,10 @@ final class ConnectionSession {
         core.wrote(sent: count, outputPending: outputOwed, now: now)
     }
 
+    /// The buffers' sizes (they return to their base sizes after a large frame or answer).
+    var inputCapacity: Int { input.capacity }
+    var outputCapacity: Int { output.capacity }
+
     // MARK: - What the transport does next
 
     var wantsRead: Bool { core.wantsRead }
