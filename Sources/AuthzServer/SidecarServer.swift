@@ -108,6 +108,7 @@ public final class SidecarServer: Service, Sendable {
         let epoll: EpollTransport?
         do {
             try configuration.validate()
+            FileDescriptorLimit.raise(for: configuration.maxConnections, logger: logger)
             switch configuration.transport {
             case .nio:
                 listener = try await bind()
