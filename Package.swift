@@ -110,7 +110,14 @@ let package = Package(
         ),
         .testTarget(
             name: "AuthzConnectionTests",
+            dependencies: ["AuthzConnection", "AuthzWire", "AuthzWorkloads", "ConnectionModel"],
+            swiftSettings: strictSettings
+        ),
+        // The connection core's model check, shared by its tests and its fuzz target.
+        .target(
+            name: "ConnectionModel",
             dependencies: ["AuthzConnection", "AuthzWire"],
+            path: "Tests/ConnectionModel",
             swiftSettings: strictSettings
         ),
         // The sidecar server: SwiftNIO on a Unix domain socket, run as a ServiceLifecycle
