@@ -137,6 +137,8 @@ public struct ConnectionCore: Sendable {
     /// When the first byte of the incomplete frame at the head of the input arrived; nil
     /// when the input holds no partial frame.
     public private(set) var frameStartedAt: Instant?
+    /// What `unreadByPeer` said at the last idle check.
+    private var lastUnreadByPeer: Int?
 
     public init(configuration: Configuration, now: Instant) {
         self.configuration = configuration
@@ -236,8 +238,14 @@ public struct ConnectionCore: Sendable {
         return .none
     }
 
-    /// Timers: the parked deadline, the frame timeout, the idle timeout.
-    public mutating func tick(now: Instant, inputCount: Int, outputPending: Int) -> TickStep {
+    /// Timers: the parked deadline, the frame timeout, the idle timeout. `unreadByPeer`
+    /// tells how many bytes the kernel holds that the client has not read yet (nil when
+    /// unknown); it is asked only when the idle timeout ran out, because a client reading
+    /// what the kernel buffered makes progress no event reports (the socket becomes
+    /// writable again only once most of it is read).
+    public mutating func tick(
+        now: Instant, inputCount: Int, outputPending: Int, unreadByPeer: () -> Int? = { nil }
+    ) -> TickStep {
         guard phase != .closed else { return .none }
         if case .version(let deadline) = parked, now >= deadline { return .parkedDeadlinePassed }
         if phase != .closing, let frameTimeout = configuration.frameTimeout, let started = frameStartedAt,
@@ -253,6 +261,13 @@ public struct ConnectionCore: Sendable {
                 .slowFrame)
         }
         if parked == nil, let idleTimeout = configuration.idleTimeout, now - lastActivity >= idleTimeout {
+            if let unread = unreadByPeer(), unread > 0, unread != lastUnreadByPeer {
+                // The client read some of what the kernel holds for it since we last
+                // looked (or this is the first look): progress, not idleness.
+                lastUnreadByPeer = unread
+                lastActivity = now
+                return .none
+            }
             // Nothing moved in either direction for the whole timeout: the client neither
             // sends nor reads what it is owed.
             close(.idle)

@@ -39,7 +39,8 @@ final class ConnectionHandler: ChannelDuplexHandler {
         }
         session = ConnectionSession(
             id: connectionID, context: server, now: .now, fastPath: nil, waker: waker,
-            peer: { [weak self] in self?.credentials })
+            peer: { [weak self] in self?.credentials },
+            unreadByPeer: { [weak self] in self?.context.flatMap { PeerCredentials.unreadByPeer(of: $0.channel) } })
         if context.channel.isActive { start(context) }
     }
 

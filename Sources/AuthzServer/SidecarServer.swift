@@ -250,8 +250,16 @@ public final class SidecarServer: Service, Sendable {
         let context = self.context
         let registry = self.registry
         let maxConnections = configuration.maxConnections
+        let logger = self.logger
         let bootstrap = ServerBootstrap(group: eventLoopGroup)
             .serverChannelOption(.backlog, value: Int32(clamping: configuration.listenBacklog))
+            // Out of file descriptors, accepting pauses with a backoff instead of spinning,
+            // and the log says so once, then at most every 10 s.
+            .serverChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(AcceptFailureHandler(logger: logger))
+                }
+            }
             // A client may send its requests, shut down its sending side and read the answers.
             .childChannelOption(.allowRemoteHalfClosure, value: true)
             .childChannelOption(
@@ -440,5 +448,62 @@ final class ReadySignal: Sendable {
             return waiters
         }
         for waiter in waiters { waiter.resume(with: result) }
+    }
+}
+
+/// Accept failures on the SwiftNIO listener (EMFILE and the like). SwiftNIO keeps the
+/// level-triggered listener armed after a failed accept (its `AcceptBackoffHandler` is
+/// never asked to read again in that state), so a full descriptor table would spin the
+/// loop: this handler turns `autoRead` off, which disarms the listener, and on again after
+/// a backoff (10 ms doubling to 1 s, reset by a successful accept). It logs once when
+/// failures start, then at most every 10 s with a count.
+final class AcceptFailureHandler: ChannelInboundHandler {
+    typealias InboundIn = any Channel
+    typealias InboundOut = any Channel
+
+    private let logger: Logger
+    private var lastLogged: NIODeadline?
+    private var sinceLog = 0
+    private var backoff = TimeAmount.milliseconds(10)
+    private var paused = false
+
+    init(logger: Logger) {
+        self.logger = logger
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if lastLogged != nil {
+            logger.notice("accepting connections again after accept failures")
+            lastLogged = nil
+            sinceLog = 0
+        }
+        backoff = .milliseconds(10)
+        context.fireChannelRead(data)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        guard error is IOError else {
+            context.fireErrorCaught(error)
+            return
+        }
+        let now = NIODeadline.now()
+        sinceLog += 1
+        if lastLogged.map({ now - $0 >= .seconds(10) }) ?? true {
+            logger.warning(
+                "cannot accept connections: \(error) (\(sinceLog) failure(s) since the last report); accepting pauses and retries with a backoff (raise the nofile limit or lower --max-connections)"
+            )
+            lastLogged = now
+            sinceLog = 0
+        }
+        guard !paused else { return }
+        paused = true
+        let channel = context.channel
+        channel.setOption(.autoRead, value: false).whenComplete { _ in }
+        let delay = backoff
+        backoff = min(backoff * 2, .seconds(1))
+        context.eventLoop.assumeIsolated().scheduleTask(in: delay) {
+            self.paused = false
+            channel.setOption(.autoRead, value: true).whenComplete { _ in }
+        }
     }
 }

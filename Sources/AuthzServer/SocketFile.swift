@@ -266,6 +266,27 @@ struct PeerCredentials: Sendable, Equatable {
         return credentials
     }
 
+    /// Bytes written to the connected Unix socket `fd` that its peer has not read yet, or
+    /// nil when the kernel does not say.
+    static func unreadByPeer(fd: Int32) -> Int? {
+        var count: Int32 = 0
+        guard ioctl(fd, UInt(TIOCOUTQ), &count) == 0 else { return nil }
+        return Int(count)
+    }
+
+    /// The same for a channel, read on its event loop: what SwiftNIO still buffers plus
+    /// what its socket queued at the peer (SO_MEMINFO's write allocation); nil when unknown.
+    static func unreadByPeer(of channel: any Channel) -> Int? {
+        guard let provider = channel as? any SocketOptionProvider, channel.eventLoop.inEventLoop,
+            let buffered = try? channel.syncOptions?.getOption(.bufferedWritableBytes)
+        else { return nil }
+        var result: Int?
+        let future: EventLoopFuture<SocketMemoryInfo> = provider.unsafeGetSocketOption(
+            level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(SocketMemoryInfo.option))
+        future.assumeIsolated().whenSuccess { result = Int($0.writeAllocation) + buffered }
+        return result
+    }
+
     /// Reads them from `channel`'s socket on its event loop; nil when they cannot be read.
     static func of(_ channel: any Channel) -> EventLoopFuture<PeerCredentials?> {
         guard let provider = channel as? any SocketOptionProvider else {
@@ -275,4 +296,19 @@ struct PeerCredentials: Sendable, Equatable {
             level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(SO_PEERCRED))
         return future.map { Optional($0) }.recover { _ in nil }
     }
+}
+
+/// Linux's `SO_MEMINFO` answer (`SK_MEMINFO_*`, nine 32-bit counters).
+struct SocketMemoryInfo: Sendable {
+    static let option: Int32 = 55  // SO_MEMINFO
+    var receiveAllocation: UInt32 = 0
+    var receiveBuffer: UInt32 = 0
+    /// Bytes this socket sent that sit unread in the peer's queue.
+    var writeAllocation: UInt32 = 0
+    var sendBuffer: UInt32 = 0
+    var forwardAllocation: UInt32 = 0
+    var writeQueued: UInt32 = 0
+    var optionMemory: UInt32 = 0
+    var backlog: UInt32 = 0
+    var drops: UInt32 = 0
 }

@@ -35,6 +35,8 @@ final class ConnectionSession {
     private let fast: FastPathScratch?
     private let waker: ConnectionWaker
     private let peer: () -> PeerCredentials?
+    /// Bytes sent that the client has not read yet (the kernel's queue), or nil.
+    private let unreadByPeer: () -> Int?
     private var parkedRequest: WireRequest?
     private var parkedWaiter: UInt64 = 0
     /// Tells apart the reloads this connection parked on.
@@ -49,7 +51,7 @@ final class ConnectionSession {
 
     init(
         id: UInt64, context: ServerContext, now: ContinuousClock.Instant, fastPath: FastPathScratch?,
-        waker: ConnectionWaker, peer: @escaping () -> PeerCredentials?
+        waker: ConnectionWaker, peer: @escaping () -> PeerCredentials?, unreadByPeer: @escaping () -> Int? = { nil }
     ) {
         self.id = id
         self.context = context
@@ -65,6 +67,7 @@ final class ConnectionSession {
         fast = fastPath
         self.waker = waker
         self.peer = peer
+        self.unreadByPeer = unreadByPeer
     }
 
     deinit {
@@ -371,7 +374,7 @@ final class ConnectionSession {
 
     /// Runs the core's timers. Returns true when something changed (answer, close).
     func tick(now: ContinuousClock.Instant) -> Bool {
-        switch core.tick(now: now, inputCount: input.count, outputPending: outputOwed) {
+        switch core.tick(now: now, inputCount: input.count, outputPending: outputOwed, unreadByPeer: unreadByPeer) {
         case .none:
             return false
         case .parkedDeadlinePassed:
