@@ -155,7 +155,9 @@ final class ConnectionSession {
     /// high-water mark, or no whole frame is left.
     func process(now: ContinuousClock.Instant) {
         answering: while true {
-            if fast != nil, core.mayAnswer, output.count < core.configuration.highWaterMark, answerFastRun() {
+            if fast != nil, input.count > FrameHeader.size, core.mayAnswer,
+                output.count < core.configuration.highWaterMark, answerFastRun()
+            {
                 continue
             }
             switch core.nextFrame(input: input.bytes, outputPending: outputOwed, now: now) {
@@ -177,11 +179,17 @@ final class ConnectionSession {
 
     /// End of a batch of answers: drop the batch's snapshot reference, count the requests.
     private func endBatch() {
-        batchSnapshot = nil
-        batchSnapshotRead = false
-        reportRequests()
-        if input.count == 0 { input.shrinkIfEmpty(to: Self.baseInputCapacity) }
+        if batchSnapshotRead {
+            batchSnapshot = nil
+            batchSnapshotRead = false
+        }
+        if unreportedRequests > 0 { reportRequests() }
+        if input.count == 0, input.capacity > Self.baseInputCapacity { input.shrinkIfEmpty(to: Self.baseInputCapacity) }
     }
+
+    /// Whether unanswered bytes wait in the input (frames held back by back-pressure, or
+    /// the start of one): after sending, `process` has work only then.
+    var holdsInput: Bool { input.count > 0 }
 
     private func respond(to payload: UnsafeRawBufferPointer, receivedAt: ContinuousClock.Instant, now: ContinuousClock.Instant) {
         unreportedRequests += 1

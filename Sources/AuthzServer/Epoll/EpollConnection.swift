@@ -96,8 +96,8 @@ final class EpollConnection {
             let sent = send(fd, output.baseAddress, output.count, Int32(MSG_NOSIGNAL))
             if sent > 0 {
                 session.didSend(sent, now: loop.now)
-                // Sending freed room below the high-water mark: answer what waited.
-                session.process(now: loop.now)
+                // Sending may have freed room below the high-water mark: answer what waited.
+                if session.holdsInput { session.process(now: loop.now) }
                 output = session.pendingOutput
             } else if sent < 0 && errno == EINTR {
                 continue
