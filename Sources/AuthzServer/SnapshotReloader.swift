@@ -154,6 +154,22 @@ public final class SnapshotReloader: Service, Sendable {
         wakeup.signal()
     }
 
+    /// Asks for a load even if the version did not change (SIGHUP), without waiting for
+    /// it. Requests made while a load is queued or running collapse into one more load;
+    /// the reloader logs its outcome. Accepted before the reloader runs too (its first
+    /// turn serves it). Returns false when a forced load was already queued (this request
+    /// joined it) or the reloader is stopping.
+    @discardableResult
+    public func requestReload() -> Bool {
+        let queued = shared.withLock { shared -> Bool in
+            guard !shared.stopRequested, !shared.forceRequested else { return false }
+            shared.forceRequested = true
+            return true
+        }
+        if queued { wakeup.signal() }
+        return queued
+    }
+
     /// Loads the database now (see `reload(completion:)`) and returns the outcome.
     public func reload() async -> ReloadOutcome {
         await withCheckedContinuation { continuation in
@@ -248,6 +264,8 @@ public final class SnapshotReloader: Service, Sendable {
             state.releaseRetired(now: moment)
 
             if let forced {
+                // Every forced request so far (Reload calls, SIGHUPs) is served by this
+                // one load; those arriving meanwhile wait for the next.
                 let outcome = attempt(&state, forced: true)
                 for waiter in forced { waiter(outcome) }
             } else if due {
@@ -292,7 +310,7 @@ public final class SnapshotReloader: Service, Sendable {
         do throws(StoreError) {
             snapshot = try loader(databasePath)
         } catch {
-            return failed(&state, error, served: served)
+            return failed(&state, error, served: served, forced: forced)
         }
         let elapsed = ContinuousClock.now - started
         let previous = snapshots.install(snapshot)
@@ -316,7 +334,9 @@ public final class SnapshotReloader: Service, Sendable {
         return ReloadOutcome(snapshot: snapshot, error: nil, previousVersion: previous?.version)
     }
 
-    private func failed(_ state: inout LoopState, _ error: StoreError, served: Snapshot?) -> ReloadOutcome {
+    private func failed(
+        _ state: inout LoopState, _ error: StoreError, served: Snapshot?, forced: Bool = false
+    ) -> ReloadOutcome {
         shared.withLock { $0.statistics.failures += 1 }
         state.probeState = nil  // reopen next time
         let delay = state.backoff
@@ -332,6 +352,10 @@ public final class SnapshotReloader: Service, Sendable {
             // Same streak, another kind of failure: worth one more line; repeats are not.
             state.loggedFailureCode = error.code.description
             logger.warning("reloading still fails, now with another error; \(serving): \(error)", metadata: ["db": "\(databasePath)"])
+        } else if forced {
+            // Someone asked for this load (SIGHUP, Reload): say how it went. Forced
+            // requests coalesce, so this is at most one line per load.
+            logger.warning("the requested reload failed; \(serving): \(error)", metadata: ["db": "\(databasePath)"])
         }
         return ReloadOutcome(snapshot: served, error: error, previousVersion: served?.version)
     }

@@ -110,6 +110,12 @@ struct Authzd: AsyncParsableCommand {
     var logFormat: String?
 
     func run() async throws {
+        // Before anything slow (the initial load can take seconds): a write to a closed
+        // pipe (stderr) must be an error, not SIGPIPE, and a SIGHUP must not take its
+        // default action (terminate) before its handler runs. The sequence traps SIGHUP
+        // now and keeps what arrives until ReloadOnSignal reads it.
+        signal(SIGPIPE, SIG_IGN)
+        let hangups = await UnixSignalsSequence(trapping: .sighup)
         let settings: DaemonSettings
         do {
             settings = try DaemonSettings.resolve(flags: flags, environment: Self.environment())
@@ -124,6 +130,7 @@ struct Authzd: AsyncParsableCommand {
         let server = settings.server
 
         let snapshots = SnapshotHolder()
+        logger.debug("loading the workspace snapshot", metadata: ["db": "\(server.databasePath)"])
         switch snapshots.load(databasePath: server.databasePath) {
         case .success(let snapshot):
             logger.info(
@@ -152,7 +159,7 @@ struct Authzd: AsyncParsableCommand {
         var configuration = ServiceGroupConfiguration(
             services: [
                 .init(service: reloader),
-                .init(service: ReloadOnSignal(reloader: reloader, logger: logger)),
+                .init(service: ReloadOnSignal(reloader: reloader, signals: hangups, logger: logger)),
                 .init(service: service),
             ],
             gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
@@ -203,18 +210,20 @@ struct Authzd: AsyncParsableCommand {
     }
 }
 
-/// SIGHUP forces a reload (like `authzctl reload`), logging its outcome.
+/// SIGHUP forces a reload (like `authzctl reload`). It does not wait for the load: SIGHUPs
+/// arriving while one is queued or running collapse into one more load (the reloader logs
+/// its outcome), so a burst of signals costs a load or two, not one each.
 struct ReloadOnSignal: Service {
     let reloader: SnapshotReloader
+    let signals: UnixSignalsSequence
     let logger: Logger
 
     func run() async throws {
-        let signals = await UnixSignalsSequence(trapping: .sighup)
         for await _ in signals.cancelOnGracefulShutdown() {
-            logger.info("SIGHUP: reloading the workspace snapshot")
-            let outcome = await reloader.reload()
-            if let error = outcome.error {
-                logger.warning("SIGHUP reload failed: \(error)")
+            if reloader.requestReload() {
+                logger.info("SIGHUP: reloading the workspace snapshot")
+            } else {
+                logger.debug("SIGHUP: a reload is already queued")
             }
         }
     }

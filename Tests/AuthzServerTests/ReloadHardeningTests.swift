@@ -104,3 +104,38 @@ struct OverwrittenInPlaceTests {
         }
     }
 }
+
+@Suite("Hot reload: forced loads coalesce")
+struct ForcedReloadCoalescingTests {
+    /// Reload calls (and SIGHUPs, through `requestReload`) that arrive while a load is
+    /// queued or running are served by one more load, not one load each.
+    @Test func fiftyConcurrentReloadCallsCauseAFewLoads() async throws {
+        let loader: SnapshotReloader.Loader = { path throws(StoreError) in
+            usleep(30_000)  // a slow load, so the calls pile up behind it
+            return try SnapshotLoader.load(path: path)
+        }
+        try await withServer(reloading: .init(loader: loader), configure: noAutomaticReload) { server in
+            let reloader = try #require(server.reloader)
+            let before = reloader.statistics.loads
+            let committed = try Writer(server.configuration.databasePath).touch()
+            let versions = try await withThrowingTaskGroup(of: UInt64.self) { group in
+                for _ in 0..<50 {
+                    group.addTask {
+                        let client = try await server.client()
+                        let version = try await client.reload()
+                        await client.close()
+                        return version
+                    }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            #expect(versions.allSatisfy { $0 == committed })
+            // Then SIGHUP-style requests in a burst: at most one more load each time one runs.
+            for _ in 0..<200 { reloader.requestReload() }
+            try await eventually(.seconds(5), "the requested load ran") { reloader.statistics.loads > before }
+            try await Task.sleep(for: .milliseconds(300))
+            let loads = reloader.statistics.loads - before
+            #expect(loads <= 8, "50 Reload calls and 200 requests caused \(loads) loads")
+        }
+    }
+}
