@@ -14,10 +14,18 @@
 // The new snapshot is built on this thread, off the request path, then installed with one
 // reference swap. A failure keeps the last good snapshot, is logged once per distinct
 // cause, shown in Status, and retried with exponential backoff until it succeeds.
+//
+// A replaced snapshot is retired, not dropped: this thread keeps it until nothing else
+// holds it (connections hold the snapshot in service only while they answer one read
+// batch; once the holder points elsewhere no new reference can appear), then releases it
+// here, so its memory is freed on this thread and handed back to the system. A build
+// waits (bounded) for the retired ones to go: at most the snapshot in service, one
+// retiring and the one being built are alive, however fast commits arrive.
 
 public import AuthzEngine
 public import AuthzStore
 public import Logging
+import CEpoll
 import NIOCore
 import NIOPosix
 public import ServiceLifecycle
@@ -261,7 +269,7 @@ public final class SnapshotReloader: Service, Sendable {
             if state.eventCheckDue(now: moment, debounce: debounce) { due = true }
             if let poll = state.nextPoll, moment >= poll { due = true }
             if let retry = state.retryAt, moment >= retry { due = true }
-            state.releaseRetired(now: moment)
+            releaseRetired(&state)
 
             if let forced {
                 // Every forced request so far (Reload calls, SIGHUPs) is served by this
@@ -305,6 +313,7 @@ public final class SnapshotReloader: Service, Sendable {
             }
         }
         shared.withLock { $0.statistics.loads += 1 }
+        waitForRetired(&state)
         let started = ContinuousClock.now
         let snapshot: Snapshot
         do throws(StoreError) {
@@ -317,7 +326,7 @@ public final class SnapshotReloader: Service, Sendable {
         state.servedFile = file
         let wasFailing = state.retryAt != nil
         state.healthy(initialBackoff)
-        if let previous { state.retire(previous, now: .now) }
+        if let previous { state.retired.append(previous) }
         var metadata: Logger.Metadata = [
             "snapshot-version": "\(snapshot.version)",
             "previous-version": "\(previous.map { String($0.version) } ?? "none")",
@@ -359,6 +368,54 @@ public final class SnapshotReloader: Service, Sendable {
         }
         return ReloadOutcome(snapshot: served, error: error, previousVersion: served?.version)
     }
+
+    // MARK: - Retiring replaced snapshots
+
+    /// Releases every retired snapshot nothing else holds any more (on this thread), then
+    /// returns the freed memory to the system.
+    private func releaseRetired(_ state: inout LoopState) {
+        guard !state.retired.isEmpty else { return }
+        var released = 0
+        var index = state.retired.count - 1
+        while index >= 0 {
+            // Only the list holds it, and nothing can take a new reference: the holder
+            // serves another snapshot. Removing it frees it, here.
+            if isKnownUniquelyReferenced(&state.retired[index]) {
+                state.retired.remove(at: index)
+                released += 1
+            }
+            index -= 1
+        }
+        if released > 0 {
+            // Large tables are mmap'd and unmapped by their deinit; the rest went back to
+            // malloc, which keeps it unless asked.
+            _ = authz_malloc_trim()
+        }
+    }
+
+    /// Before a build: waits until the retired snapshots are released, so no more than
+    /// three are ever alive; gives up after `retireWaitLimit` (a connection holding one
+    /// that long is a bug elsewhere) and builds anyway.
+    private func waitForRetired(_ state: inout LoopState) {
+        releaseRetired(&state)
+        guard !state.retired.isEmpty else { return }
+        let deadline = ContinuousClock.now + Self.retireWaitLimit
+        while !state.retired.isEmpty {
+            guard ContinuousClock.now < deadline else {
+                logger.debug(
+                    "building a snapshot while replaced ones are still in use",
+                    metadata: ["still-in-use": "\(state.retired.count)"])
+                return
+            }
+            usleep(UInt32(Self.retireCheckInterval.milliseconds() * 1000))
+            releaseRetired(&state)
+        }
+    }
+
+    /// How long a build waits for replaced snapshots to be released.
+    static let retireWaitLimit: Duration = .seconds(1)
+    /// How often retired snapshots are checked while there are any.
+    static let retireCheckInterval: Duration = .milliseconds(2)
 
     private func startWatching() -> DatabaseWatcher? {
         do {
@@ -408,14 +465,12 @@ private struct LoopState {
     var backoff: Duration
     /// The database file the snapshot in service came from.
     var servedFile: DatabaseFile?
-    /// Snapshots replaced recently, released a little later so the last reference does not
-    /// drop (and free its memory) on an event loop that was still answering from it.
-    var retired: [(snapshot: Snapshot, releaseAt: ContinuousClock.Instant)] = []
+    /// Replaced snapshots, released by this thread once nothing else holds them (so the
+    /// last reference never drops, freeing a whole snapshot, on an event loop).
+    var retired: [Snapshot] = []
     var probeState: VersionProbe?
     /// The kind of failure last logged in the current failure streak.
     var loggedFailureCode: String?
-
-    static let retireDelay: Duration = .seconds(1)
 
     init(now: ContinuousClock.Instant, pollInterval: Duration?, backoff: Duration) {
         self.backoff = backoff
@@ -433,14 +488,6 @@ private struct LoopState {
         retryAt = nil
         loggedFailureCode = nil
         backoff = initialBackoff
-    }
-
-    mutating func retire(_ snapshot: Snapshot, now: ContinuousClock.Instant) {
-        retired.append((snapshot, now + Self.retireDelay))
-    }
-
-    mutating func releaseRetired(now: ContinuousClock.Instant) {
-        retired.removeAll { $0.releaseAt <= now }
     }
 
     /// A file event: check once events have been quiet for `debounce`, but no later than
@@ -471,7 +518,8 @@ private struct LoopState {
     static let settleWindow: Duration = .seconds(1)
 
     func nextWake(now: ContinuousClock.Instant) -> ContinuousClock.Instant? {
-        [eventCheckAt, nextPoll, retryAt, retired.first?.releaseAt].compactMap { $0 }.min()
+        let retiredCheck = retired.isEmpty ? nil : now + SnapshotReloader.retireCheckInterval
+        return [eventCheckAt, nextPoll, retryAt, retiredCheck].compactMap { $0 }.min()
     }
 }
 

@@ -139,3 +139,130 @@ struct ForcedReloadCoalescingTests {
         }
     }
 }
+
+// MARK: - Replaced snapshots
+
+/// The snapshots one test's reloader built, held weakly: how many are still alive,
+/// whatever other tests running in the same process do with theirs.
+final class SnapshotTracker: Sendable {
+    private struct Entry {
+        weak var snapshot: Snapshot?
+    }
+
+    private let entries = Mutex<[Entry]>([])
+
+    func track(_ snapshot: Snapshot) {
+        entries.withLock { $0.append(Entry(snapshot: snapshot)) }
+    }
+
+    var alive: Int {
+        entries.withLock { entries in
+            entries.removeAll { $0.snapshot == nil }
+            return entries.count
+        }
+    }
+
+    var tracked: Int { entries.withLock { $0.count } }
+}
+
+/// A stop flag and a maximum shared by a test's tasks.
+final class SampledRun: Sendable {
+    let stop = Atomic<Bool>(false)
+    let most = Atomic<Int>(0)
+}
+
+@Suite("Hot reload: replaced snapshots")
+struct SnapshotRetirementTests {
+    /// Issue 9, defect 4: a replaced snapshot was released by a timer, 1 s after the swap,
+    /// so under a stream of commits every snapshot of the last second stayed alive. Now
+    /// it is released as soon as nothing else holds it, and a build waits for that: at
+    /// most the serving snapshot, one retiring and the one being built are alive.
+    @Test func underAStreamOfCommitsAtMostThreeSnapshotsAreAlive() async throws {
+        let tracker = SnapshotTracker()
+        let built = Atomic<Int>(0)
+        let loader: SnapshotReloader.Loader = { path throws(StoreError) in
+            let snapshot = try SnapshotLoader.load(path: path)
+            tracker.track(snapshot)
+            built.add(1, ordering: .relaxed)
+            return snapshot
+        }
+        try await withServer(reloading: .init(loader: loader), configure: watchOnly) { server in
+            if let initial = server.snapshots.snapshot { tracker.track(initial) }
+            let run = SampledRun()
+            // The sampler: as often as it can.
+            let sampler = Task.detached {
+                while !run.stop.load(ordering: .relaxed) {
+                    let alive = tracker.alive
+                    if alive > run.most.load(ordering: .relaxed) { run.most.store(alive, ordering: .relaxed) }
+                    try await Task.sleep(for: .milliseconds(1))
+                }
+            }
+            // Four clients asking continuously.
+            let readers = (0..<4).map { _ in
+                Task {
+                    let client = try await server.client()
+                    var answers = 0
+                    while !run.stop.load(ordering: .relaxed) {
+                        _ = try await client.answer(explorerOnSecret)
+                        answers += 1
+                    }
+                    await client.close()
+                    return answers
+                }
+            }
+            // 300 commits at about 100 per second.
+            let writer = try Writer(server.configuration.databasePath)
+            var last: UInt64 = 0
+            let started = ContinuousClock.now
+            for index in 0..<300 {
+                last = try writer.touch()
+                try await Task.sleep(until: started + .milliseconds(10 * (index + 1)))
+            }
+            let client = try await server.client()
+            try await eventuallyAsync(.seconds(10), "the last commit is served") {
+                try await servedVersion(client) == last
+            }
+            await client.close()
+            run.stop.store(true, ordering: .relaxed)
+            try await sampler.value
+            var answers = 0
+            for reader in readers { answers += try await reader.value }
+            let loads = built.load(ordering: .relaxed)
+            print("300 commits: \(loads) loads, \(answers) answers, at most \(run.most.load(ordering: .relaxed)) snapshots alive")
+            #expect(loads >= 20, "the commits caused only \(loads) loads")
+            #expect(answers > 100, "the clients got only \(answers) answers")
+            #expect(run.most.load(ordering: .relaxed) <= 3)
+            // Once quiet, only the one in service is left.
+            try await eventually(.seconds(2), "replaced snapshots are released") { tracker.alive == 1 }
+        }
+    }
+
+    /// A replaced snapshot someone keeps holding (here: the test) delays the next build by
+    /// at most `retireWaitLimit`, then the build goes ahead; once let go, it is released.
+    @Test func aSnapshotHeldElsewhereDelaysABuildOnlyBoundedly() async throws {
+        try await withServer(logLevel: .debug, reloading: .init(), configure: noAutomaticReload) { server in
+            let client = try await server.client()
+            let writer = try Writer(server.configuration.databasePath)
+            var pinned = server.snapshots.snapshot
+            let first = try writer.touch()
+            #expect(try await client.reload() == first)
+            // The pinned snapshot is retired now; the next build waits for it, then gives up.
+            let committed = try writer.touch()
+            let started = ContinuousClock.now
+            #expect(try await client.reload() == committed)
+            let waited = ContinuousClock.now - started
+            #expect(waited >= .milliseconds(900), "\(waited)")
+            #expect(waited < .seconds(5), "\(waited)")
+            #expect(server.logs.all.contains { $0.message.contains("replaced ones are still in use") })
+            // Let go: the next build does not wait.
+            weak let released = pinned
+            pinned = nil
+            try await eventually(.seconds(2), "the pinned snapshot is released") { released == nil }
+            let next = try writer.touch()
+            let again = ContinuousClock.now
+            #expect(try await client.reload() == next)
+            #expect(ContinuousClock.now - again < .milliseconds(900))
+            await client.close()
+        }
+    }
+}
