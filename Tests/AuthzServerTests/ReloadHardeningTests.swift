@@ -105,6 +105,149 @@ struct OverwrittenInPlaceTests {
     }
 }
 
+// MARK: - The file watch
+
+/// A database at `path` whose version is above `version` (fresh imports start low).
+@discardableResult
+func makeDatabase(_ path: String, above version: UInt64, _ workspace: Workspace = sampleWorkspace()) throws -> UInt64 {
+    var current = try makeDatabase(path, workspace)
+    let writer = try Writer(path)
+    while current <= version { current = try writer.touch() }
+    return current
+}
+
+func makeDirectory(_ path: String) throws {
+    try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+}
+
+func makeSymlink(_ path: String, to target: String) throws {
+    guard symlink(target, path) == 0 else { throw TestFailure("symlink(\(target), \(path)): errno \(errno)") }
+}
+
+func renameFile(_ from: String, _ to: String) throws {
+    guard rename(from, to) == 0 else { throw TestFailure("rename(\(from), \(to)): errno \(errno)") }
+}
+
+@Suite("Hot reload: the file watch follows the database")
+struct FileWatchTests {
+    /// Issue 9, defect 8: a database reached through symlinks, as a Kubernetes volume
+    /// mounts it (`authz.db -> ..data/authz.db`, `..data -> ..2026_01`), then `..data`
+    /// swapped atomically to a directory holding a newer database. The watch saw only the
+    /// name `authz.db` in the link's directory, so with polling off nothing reloaded.
+    @Test func aKubernetesStyleDataSwapIsSeenByTheWatch() async throws {
+        let directory = try TestDirectory()
+        let volume = directory.file("volume")
+        try makeDirectory(volume + "/..2026_01")
+        let first = try makeDatabase(volume + "/..2026_01/authz.db")
+        try makeSymlink(volume + "/..data", to: "..2026_01")
+        try makeSymlink(volume + "/authz.db", to: "..data/authz.db")
+        try await withServer(workspace: nil, reloading: .init(), configure: { configuration in
+            watchOnly(&configuration)
+            configuration.databasePath = volume + "/authz.db"
+        }) { server in
+            let client = try await server.client()
+            #expect(try await servedVersion(client) == first)
+            #expect(server.reloader?.statistics.watching == true)
+
+            // The kubelet's update: a new timestamped directory, a temporary link to it,
+            // renamed over ..data, then the old directory removed.
+            try makeDirectory(volume + "/..2026_02")
+            let second = try makeDatabase(
+                volume + "/..2026_02/authz.db", above: first, workspace(secretLevelForExplorer: .canView))
+            try makeSymlink(volume + "/..data_tmp", to: "..2026_02")
+            try renameFile(volume + "/..data_tmp", volume + "/..data")
+            try await eventuallyAsync(.seconds(3), "the swapped-in database is served") {
+                try await servedVersion(client) == second
+            }
+            guard case .permission(let level, _, _) = try await client.answer(explorerOnSecret).result else {
+                throw TestFailure("not a permission")
+            }
+            #expect(level == .canView)
+            try FileManager.default.removeItem(atPath: volume + "/..2026_01")
+
+            // The watch now follows the new directory: a commit there is seen, also once
+            // the follow-up checks after the swap are over (1 s).
+            try await Task.sleep(for: .milliseconds(1500))
+            let third = try Writer(volume + "/authz.db").touch()
+            try await eventuallyAsync(.seconds(3), "a commit to the new database is served") {
+                try await servedVersion(client) == third
+            }
+            #expect(server.reloader?.statistics.watching == true)
+            await client.close()
+        }
+    }
+
+    /// Defect 8: the watch was set up once, on the directory's inode; a directory replaced
+    /// by rename left it watching the old one, silently.
+    @Test func theDatabaseDirectoryReplacedByRenameIsWatchedAgain() async throws {
+        let directory = try TestDirectory()
+        let data = directory.file("data")
+        try makeDirectory(data)
+        let first = try makeDatabase(data + "/authz.db")
+        try await withServer(workspace: nil, reloading: .init(), configure: { configuration in
+            watchOnly(&configuration)
+            configuration.databasePath = data + "/authz.db"
+        }) { server in
+            let client = try await server.client()
+            #expect(try await servedVersion(client) == first)
+            try makeDirectory(data + ".new")
+            let second = try makeDatabase(data + ".new/authz.db", above: first)
+            try renameFile(data, data + ".old")
+            try renameFile(data + ".new", data)
+            try await eventuallyAsync(.seconds(3), "the new directory's database is served") {
+                try await servedVersion(client) == second
+            }
+            // Past the follow-up checks after the last event (1 s): only the watch can see
+            // this commit.
+            try await Task.sleep(for: .milliseconds(1500))
+            let third = try Writer(data + "/authz.db").touch()
+            try await eventuallyAsync(.seconds(3), "a commit in the new directory is served") {
+                try await servedVersion(client) == third
+            }
+            #expect(server.reloader?.statistics.watching == true)
+            await client.close()
+        }
+    }
+
+    /// Defect 8: the database's directory removed, then created again with a new database.
+    /// While it is gone the watch says so (Statistics.watching, a warning); once it is
+    /// back the new database is loaded and later commits are seen again.
+    @Test func theDatabaseDirectoryRemovedAndRecreatedIsPickedUp() async throws {
+        let directory = try TestDirectory()
+        let data = directory.file("data")
+        try makeDirectory(data)
+        let first = try makeDatabase(data + "/authz.db")
+        try await withServer(workspace: nil, reloading: .init(), configure: { configuration in
+            watchOnly(&configuration)
+            configuration.databasePath = data + "/authz.db"
+        }) { server in
+            let client = try await server.client()
+            #expect(try await servedVersion(client) == first)
+            let reloader = try #require(server.reloader)
+            try FileManager.default.removeItem(atPath: data)
+            try await eventually(.seconds(3), "the watch reports it is broken") { !reloader.statistics.watching }
+            #expect(server.logs.all.contains { $0.level == .warning && $0.message.contains("file watch") })
+            #expect(try await servedVersion(client) == first, "the last good snapshot keeps serving")
+
+            try makeDirectory(data)
+            let second = try makeDatabase(data + "/authz.db", above: first)
+            try await eventuallyAsync(.seconds(3), "the new database is served") {
+                try await servedVersion(client) == second
+            }
+            try await eventually(.seconds(3), "the watch is back") { reloader.statistics.watching }
+            #expect(server.logs.all.contains { $0.level == .notice && $0.message.contains("file watch") })
+            // Past the follow-up checks after the last event (1 s) and any retry of the
+            // failed loads: only the watch can see this commit.
+            try await Task.sleep(for: .milliseconds(1500))
+            let third = try Writer(data + "/authz.db").touch()
+            try await eventuallyAsync(.seconds(3), "a commit is seen by the watch") {
+                try await servedVersion(client) == third
+            }
+            await client.close()
+        }
+    }
+}
+
 @Suite("Hot reload: forced loads coalesce")
 struct ForcedReloadCoalescingTests {
     /// Reload calls (and SIGHUPs, through `requestReload`) that arrive while a load is
