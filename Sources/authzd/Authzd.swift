@@ -29,11 +29,13 @@ struct Authzd: AsyncParsableCommand {
             AUTHZD_MAX_STALENESS, AUTHZD_DEFAULT_DEADLINE, AUTHZD_LOG_LEVEL, AUTHZD_LOG_FORMAT. A flag \
             wins over its variable. Durations take a unit: 500ms, 10s (the default unit), 5m, 1h.
 
-            Hot reload: the database's directory is watched (inotify) and the snapshot version \
-            polled every --poll-interval; a change is loaded off the request path and swapped in \
-            atomically. SIGHUP, or `authzctl reload --socket PATH` (the Reload call, allowed to \
-            this daemon's Unix user and root), forces a reload. A failed load keeps the last \
-            good snapshot, is logged once, shown by Status and retried with backoff.
+            Hot reload: the database's directory (and that of every symlink on its path) is \
+            watched (inotify) and the snapshot version polled every --poll-interval; a change is \
+            loaded off the request path and swapped in atomically. SIGHUP, or `authzctl reload \
+            --socket PATH` (the Reload call, allowed to this daemon's Unix user and root), forces \
+            a reload; requests arriving while one is queued or running share the next load. A \
+            failed load keeps the last good snapshot, is logged once, shown by Status and retried \
+            with backoff.
 
             A stale socket file left by a crashed run is replaced; a socket another process \
             still serves on, or a path that is not a socket, is an error. SIGTERM and SIGINT \
