@@ -1,5 +1,6 @@
 // Hot reload hardening (issue 9): a database truncated in place while loads run.
 
+import AuthzClient
 import AuthzEngine
 import AuthzServer
 import AuthzStore
@@ -67,8 +68,9 @@ struct OverwrittenInPlaceTests {
             // random moments, while loads run back to back.
             let vandal = Task.detached {
                 var random = SplitMix64(seed: 5)
-                let deadline = ContinuousClock.now + .seconds(4)
-                while ContinuousClock.now < deadline, rounds.load(ordering: .relaxed) < 60 {
+                // A number of rounds, not a time: a busy machine runs them slower.
+                let deadline = ContinuousClock.now + .seconds(60)
+                while ContinuousClock.now < deadline, rounds.load(ordering: .relaxed) < 12 {
                     try await Task.sleep(for: .milliseconds(random.below(15)))
                     guard truncate(path, off_t(good.count / 3)) == 0 else { throw TestFailure("truncate: errno \(errno)") }
                     try await Task.sleep(for: .milliseconds(random.below(15)))
@@ -92,7 +94,7 @@ struct OverwrittenInPlaceTests {
             let final = await reloader.reload()
             #expect(final.error == nil, "\(final.error.map { "\($0)" } ?? "")")
             #expect(final.snapshot?.version == version)
-            #expect(rounds.load(ordering: .relaxed) > 5)
+            #expect(rounds.load(ordering: .relaxed) == 12)
             #expect(successes > 0)
             #expect(!failures.isEmpty, "no load ran into a truncated file")
             for error in failures {
@@ -254,31 +256,29 @@ struct ForcedReloadCoalescingTests {
     /// queued or running are served by one more load, not one load each.
     @Test func fiftyConcurrentReloadCallsCauseAFewLoads() async throws {
         let loader: SnapshotReloader.Loader = { path throws(StoreError) in
-            usleep(30_000)  // a slow load, so the calls pile up behind it
+            usleep(100_000)  // a slow load, so the calls pile up behind it
             return try SnapshotLoader.load(path: path)
         }
         try await withServer(reloading: .init(loader: loader), configure: noAutomaticReload) { server in
             let reloader = try #require(server.reloader)
+            var clients: [SidecarClient] = []
+            for _ in 0..<50 { clients.append(try await server.client()) }
             let before = reloader.statistics.loads
             let committed = try Writer(server.configuration.databasePath).touch()
             let versions = try await withThrowingTaskGroup(of: UInt64.self) { group in
-                for _ in 0..<50 {
-                    group.addTask {
-                        let client = try await server.client()
-                        let version = try await client.reload()
-                        await client.close()
-                        return version
-                    }
+                for client in clients {
+                    group.addTask { try await client.reload() }
                 }
                 return try await group.reduce(into: []) { $0.append($1) }
             }
+            for client in clients { await client.close() }
             #expect(versions.allSatisfy { $0 == committed })
             // Then SIGHUP-style requests in a burst: at most one more load each time one runs.
             for _ in 0..<200 { reloader.requestReload() }
             try await eventually(.seconds(5), "the requested load ran") { reloader.statistics.loads > before }
             try await Task.sleep(for: .milliseconds(300))
             let loads = reloader.statistics.loads - before
-            #expect(loads <= 8, "50 Reload calls and 200 requests caused \(loads) loads")
+            #expect(loads <= 10, "50 Reload calls and 200 requests caused \(loads) loads")
         }
     }
 }
