@@ -44,17 +44,25 @@ struct DaemonSignalTests {
         let committed = try Writer(database).touch()
         try renameFile(database, stash)
         guard mkfifo(database, 0o600) == 0 else { throw TestFailure("mkfifo: errno \(errno)") }
-        // The load this starts cannot end before the FIFO gets a writer, below.
+        // Lets the held load go on (it reads an empty file and fails), with the database
+        // back in place for the next one; also if the test fails first, so that the daemon
+        // is not left blocked.
+        var released = false
+        func release() {
+            guard !released else { return }
+            released = true
+            let writer = open(database, O_WRONLY | O_NONBLOCK)
+            _ = rename(stash, database)
+            if writer >= 0 { close(writer) }
+        }
+        defer { release() }
+        // The load this starts cannot end before the FIFO gets a writer.
         kill(daemon.process.processIdentifier, SIGHUP)
         for _ in 0..<199 {
             kill(daemon.process.processIdentifier, SIGHUP)
             usleep(2000)
         }
-        // Let the held load go on (it reads an empty file and fails), with the database
-        // back in place for the next one.
-        let writer = open(database, O_WRONLY | O_NONBLOCK)
-        try renameFile(stash, database)
-        if writer >= 0 { close(writer) }
+        release()
         try await eventuallyAsync(.seconds(10), "the commit is served") {
             try await client.status().snapshotVersion == committed
         }
