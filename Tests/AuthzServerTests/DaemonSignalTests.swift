@@ -40,6 +40,8 @@ struct DaemonSignalTests {
         try makeDatabase(database)
         let daemon = try Daemon(
             arguments: ["--db", database, "--socket", socket, "--no-watch", "--poll-interval", "0"], directory: directory)
+        // A debug build starting beside the whole parallel suite can be slow.
+        try await eventually(.seconds(30), "authzd listens") { isSocket(socket) || !daemon.process.isRunning }
         let client = try await connectWhenListening(socket, daemon)
         let committed = try Writer(database).touch()
         try renameFile(database, stash)
@@ -99,7 +101,7 @@ struct DaemonSignalTests {
         try holder?.exec("PRAGMA locking_mode = EXCLUSIVE; BEGIN EXCLUSIVE; UPDATE meta SET version = version; COMMIT")
         let daemon = try Daemon(
             arguments: ["--db", database, "--socket", socket, "--no-watch", "--poll-interval", "0"], directory: directory)
-        try await eventually(.seconds(10), "the initial load opens the database") {
+        try await eventually(.seconds(30), "the initial load opens the database") {
             openFiles(daemon.process.processIdentifier).contains(database) || !daemon.process.isRunning
         }
         // The load waits for the lock (up to SQLite's 5 s busy timeout), so these land in it.
@@ -148,7 +150,7 @@ struct DaemonSignalTests {
         try process.run()
         defer { if process.isRunning { process.terminate() } }
         close(ends[1])
-        try await eventually(.seconds(10), "socket appears") { isSocket(socket) || !process.isRunning }
+        try await eventually(.seconds(30), "socket appears") { isSocket(socket) || !process.isRunning }
         // Nobody reads stderr any more; then make the daemon log.
         close(ends[0])
         kill(process.processIdentifier, SIGHUP)
