@@ -13,7 +13,15 @@
 //   groups are sorted by index; duplicate grants to one principal keep the highest level.
 // - Roles are resolved once here (RULES.md §2): a decision reads one byte.
 
+import Synchronization
+
 public final class Snapshot: Sendable {
+    /// Snapshots alive in this process: built and not yet freed. A server holds one in
+    /// service, one being built and, briefly, one being retired; more means something
+    /// keeps replaced snapshots alive.
+    public static var liveCount: Int { live.load(ordering: .relaxed) }
+    private static let live = Atomic<Int>(0)
+
     /// The database snapshot version this was built from.
     public let version: UInt64
     public let plan: Plan
@@ -79,12 +87,17 @@ public final class Snapshot: Sendable {
     public var assetCount: Int { assetIds.count }
     public var projectCount: Int { projectIds.count }
 
+    deinit {
+        Self.live.subtract(1, ordering: .relaxed)
+    }
+
     // MARK: - Building
 
     /// Builds the snapshot. The workspace is expected to be valid (AuthzDocument validates
     /// documents and the store validates imports), but the build never traps on bad data:
     /// dangling references are skipped and reported in `warnings`.
     public init(workspace: Workspace, version: UInt64) {
+        Self.live.add(1, ordering: .relaxed)
         var warnings: [String] = []
         self.version = version
         let settings = workspace.settings

@@ -121,12 +121,14 @@ public final class SidecarServer: Service, Sendable {
             ready.fail(error)
             throw error
         }
-        let snapshot = snapshots.snapshot
+        // Only the version: a reference held for the whole run would keep that snapshot
+        // alive after it is replaced.
+        let servedVersion = snapshots.snapshot.map { String($0.version) } ?? "none"
         logger.info(
             "listening",
             metadata: [
                 "socket": "\(configuration.socketPath)",
-                "snapshot-version": "\(snapshot.map { String($0.version) } ?? "none")",
+                "snapshot-version": "\(servedVersion)",
                 "max-connections": "\(configuration.maxConnections)",
                 "transport": "\(configuration.transport.rawValue)",
             ])

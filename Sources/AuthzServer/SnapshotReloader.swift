@@ -1,7 +1,9 @@
 // Hot reload: one dedicated thread watches the database and swaps snapshots.
 //
 // Everything that can change the answer ends in the same loop, so reloads coalesce:
-//   - a file watch (inotify on the database's directory: the file, its -wal and -journal),
+//   - a file watch (inotify on the database's directory: the file, its -wal and -journal;
+//     and on the directory of every symlink the path passes through, so a swapped link is
+//     seen; re-established when a directory on the way is removed, moved or replaced),
 //     debounced: a check runs once events have been quiet for `reloadDebounce`, or 8x that
 //     after the first event of a continuous burst; then a few follow-up checks (2x, 4x, …
 //     the debounce, within a second of the last event) catch a commit whose WAL index was
@@ -14,10 +16,18 @@
 // The new snapshot is built on this thread, off the request path, then installed with one
 // reference swap. A failure keeps the last good snapshot, is logged once per distinct
 // cause, shown in Status, and retried with exponential backoff until it succeeds.
+//
+// A replaced snapshot is retired, not dropped: this thread keeps it until nothing else
+// holds it (connections hold the snapshot in service only while they answer one read
+// batch; once the holder points elsewhere no new reference can appear), then releases it
+// here, so its memory is freed on this thread and handed back to the system. A build
+// waits (bounded) for the retired ones to go: at most the snapshot in service, one
+// retiring and the one being built are alive, however fast commits arrive.
 
 public import AuthzEngine
 public import AuthzStore
 public import Logging
+import CEpoll
 import NIOCore
 import NIOPosix
 public import ServiceLifecycle
@@ -62,7 +72,10 @@ public final class SnapshotReloader: Service, Sendable {
         public var failures: UInt64 = 0
         /// File-watch events about the database seen.
         public var fileEvents: UInt64 = 0
-        /// Whether the file watch is active.
+        /// Whether the file watch covers the database now: its directory and every
+        /// symlink on the way are watched. False while the watch is off, broken (the
+        /// directory was removed: then only its parent is watched, for it to come back)
+        /// or could not be set up.
         public var watching = false
     }
 
@@ -154,6 +167,22 @@ public final class SnapshotReloader: Service, Sendable {
         wakeup.signal()
     }
 
+    /// Asks for a load even if the version did not change (SIGHUP), without waiting for
+    /// it. Requests made while a load is queued or running collapse into one more load;
+    /// the reloader logs its outcome. Accepted before the reloader runs too (its first
+    /// turn serves it). Returns false when a forced load was already queued (this request
+    /// joined it) or the reloader is stopping.
+    @discardableResult
+    public func requestReload() -> Bool {
+        let queued = shared.withLock { shared -> Bool in
+            guard !shared.stopRequested, !shared.forceRequested else { return false }
+            shared.forceRequested = true
+            return true
+        }
+        if queued { wakeup.signal() }
+        return queued
+    }
+
     /// Loads the database now (see `reload(completion:)`) and returns the outcome.
     public func reload() async -> ReloadOutcome {
         await withCheckedContinuation { continuation in
@@ -211,7 +240,7 @@ public final class SnapshotReloader: Service, Sendable {
         // requests win. (On Linux the nice value is per thread: this one alone.)
         _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, Self.threadNiceness)
         var state = LoopState(now: .now, pollInterval: pollInterval, backoff: initialBackoff)
-        let watcher = watch ? startWatching() : nil
+        let watcher = watch ? startWatching(&state) : nil
         defer { watcher?.close() }
         started.succeed()
         state.servedFile = snapshots.snapshot == nil ? nil : DatabaseFile.identity(databasePath)
@@ -224,10 +253,17 @@ public final class SnapshotReloader: Service, Sendable {
                 let timeout = state.nextWake(now: now).map { now.duration(to: $0) }
                 let ready = poll(wakeup: wakeup.readEnd, watcher: watcher?.descriptor, timeout: timeout)
                 wakeup.drain()
-                if ready.watcher, let watcher, watcher.drainRelevantEvents() > 0 {
-                    shared.withLock { $0.statistics.fileEvents += 1 }
-                    state.fileEvent(now: ContinuousClock.now, debounce: debounce)
+                if ready.watcher, let watcher {
+                    let events = watcher.drainEvents()
+                    if events.relevant > 0 {
+                        shared.withLock { $0.statistics.fileEvents += 1 }
+                        state.fileEvent(now: ContinuousClock.now, debounce: debounce)
+                    }
+                    if events.rewatch { rewatch(watcher, &state, broken: events.broken) }
                 }
+            }
+            if let watcher, let retry = state.watchRetryAt, ContinuousClock.now >= retry {
+                rewatch(watcher, &state, broken: nil)
             }
             let (stop, forced, check) = shared.withLock { shared in
                 let forced = shared.forceRequested ? shared.forcedWaiters : nil
@@ -245,9 +281,11 @@ public final class SnapshotReloader: Service, Sendable {
             if state.eventCheckDue(now: moment, debounce: debounce) { due = true }
             if let poll = state.nextPoll, moment >= poll { due = true }
             if let retry = state.retryAt, moment >= retry { due = true }
-            state.releaseRetired(now: moment)
+            releaseRetired(&state)
 
             if let forced {
+                // Every forced request so far (Reload calls, SIGHUPs) is served by this
+                // one load; those arriving meanwhile wait for the next.
                 let outcome = attempt(&state, forced: true)
                 for waiter in forced { waiter(outcome) }
             } else if due {
@@ -287,19 +325,20 @@ public final class SnapshotReloader: Service, Sendable {
             }
         }
         shared.withLock { $0.statistics.loads += 1 }
+        waitForRetired(&state)
         let started = ContinuousClock.now
         let snapshot: Snapshot
         do throws(StoreError) {
             snapshot = try loader(databasePath)
         } catch {
-            return failed(&state, error, served: served)
+            return failed(&state, error, served: served, forced: forced)
         }
         let elapsed = ContinuousClock.now - started
         let previous = snapshots.install(snapshot)
         state.servedFile = file
         let wasFailing = state.retryAt != nil
         state.healthy(initialBackoff)
-        if let previous { state.retire(previous, now: .now) }
+        if let previous { state.retired.append(previous) }
         var metadata: Logger.Metadata = [
             "snapshot-version": "\(snapshot.version)",
             "previous-version": "\(previous.map { String($0.version) } ?? "none")",
@@ -316,7 +355,9 @@ public final class SnapshotReloader: Service, Sendable {
         return ReloadOutcome(snapshot: snapshot, error: nil, previousVersion: previous?.version)
     }
 
-    private func failed(_ state: inout LoopState, _ error: StoreError, served: Snapshot?) -> ReloadOutcome {
+    private func failed(
+        _ state: inout LoopState, _ error: StoreError, served: Snapshot?, forced: Bool = false
+    ) -> ReloadOutcome {
         shared.withLock { $0.statistics.failures += 1 }
         state.probeState = nil  // reopen next time
         let delay = state.backoff
@@ -332,23 +373,126 @@ public final class SnapshotReloader: Service, Sendable {
             // Same streak, another kind of failure: worth one more line; repeats are not.
             state.loggedFailureCode = error.code.description
             logger.warning("reloading still fails, now with another error; \(serving): \(error)", metadata: ["db": "\(databasePath)"])
+        } else if forced {
+            // Someone asked for this load (SIGHUP, Reload): say how it went. Forced
+            // requests coalesce, so this is at most one line per load.
+            logger.warning("the requested reload failed; \(serving): \(error)", metadata: ["db": "\(databasePath)"])
         }
         return ReloadOutcome(snapshot: served, error: error, previousVersion: served?.version)
     }
 
-    private func startWatching() -> DatabaseWatcher? {
+    // MARK: - Retiring replaced snapshots
+
+    /// Releases every retired snapshot nothing else holds any more (on this thread), then
+    /// returns the freed memory to the system.
+    private func releaseRetired(_ state: inout LoopState) {
+        guard !state.retired.isEmpty else { return }
+        var released = 0
+        var index = state.retired.count - 1
+        while index >= 0 {
+            // Only the list holds it, and nothing can take a new reference: the holder
+            // serves another snapshot. Removing it frees it, here.
+            if isKnownUniquelyReferenced(&state.retired[index]) {
+                state.retired.remove(at: index)
+                released += 1
+            }
+            index -= 1
+        }
+        if released > 0 {
+            // Large tables are mmap'd and unmapped by their deinit; the rest went back to
+            // malloc, which keeps it unless asked.
+            _ = authz_malloc_trim()
+        }
+    }
+
+    /// Before a build: waits until the retired snapshots are released, so no more than
+    /// three are ever alive; gives up after `retireWaitLimit` (a connection holding one
+    /// that long is a bug elsewhere) and builds anyway.
+    private func waitForRetired(_ state: inout LoopState) {
+        releaseRetired(&state)
+        guard !state.retired.isEmpty else { return }
+        let deadline = ContinuousClock.now + Self.retireWaitLimit
+        while !state.retired.isEmpty {
+            guard ContinuousClock.now < deadline else {
+                logger.debug(
+                    "building a snapshot while replaced ones are still in use",
+                    metadata: ["still-in-use": "\(state.retired.count)"])
+                return
+            }
+            usleep(UInt32(Self.retireCheckInterval.milliseconds() * 1000))
+            releaseRetired(&state)
+        }
+    }
+
+    /// How long a build waits for replaced snapshots to be released.
+    static let retireWaitLimit: Duration = .seconds(1)
+    /// How often retired snapshots are checked while there are any.
+    static let retireCheckInterval: Duration = .milliseconds(2)
+
+    // MARK: - The file watch
+
+    private func startWatching(_ state: inout LoopState) -> DatabaseWatcher? {
+        let watcher: DatabaseWatcher
         do {
-            let watcher = try DatabaseWatcher(databasePath: databasePath)
-            shared.withLock { $0.statistics.watching = true }
-            return watcher
+            watcher = try DatabaseWatcher(databasePath: databasePath)
         } catch {
-            let fallback = pollInterval.map { "polling every \($0)" } ?? "no polling either (--poll-interval 0)"
             logger.warning(
-                "cannot watch the database directory for changes (\(error)); relying on \(fallback)",
+                "cannot watch the database for changes (\(error)); relying on \(watchFallback)",
                 metadata: ["db": "\(databasePath)"])
             return nil
         }
+        state.watchHealthy = true
+        rewatch(watcher, &state, broken: nil)
+        return watcher
     }
+
+    /// (Re)establishes the watch after the path's directories or links changed, or it
+    /// broke; logs a warning when it breaks and a notice when it is back, keeps
+    /// `Statistics.watching` true to fact, retries with backoff while it falls short, and
+    /// has the database checked (anything may have changed meanwhile).
+    private func rewatch(_ watcher: DatabaseWatcher, _ state: inout LoopState, broken: String?) {
+        if let broken, state.watchHealthy {
+            logger.warning(
+                "the file watch on the database broke (\(broken)); re-establishing it",
+                metadata: ["db": "\(databasePath)"])
+            state.watchHealthy = false
+        }
+        let complete = watcher.establish()
+        shared.withLock { $0.statistics.watching = complete }
+        let now = ContinuousClock.now
+        if complete {
+            state.watchRetryAt = nil
+            state.watchBackoff = Self.watchRetryBackoff.initial
+            if !state.watchHealthy {
+                logger.notice(
+                    "the file watch on the database is back", metadata: ["watching": "\(watcher.watchedDirectories)"])
+                state.watchHealthy = true
+            } else {
+                logger.debug("watching the database", metadata: ["watching": "\(watcher.watchedDirectories)"])
+            }
+        } else {
+            let problem = watcher.problem ?? "unknown"
+            if state.watchHealthy {
+                logger.warning(
+                    "the file watch on the database is incomplete (\(problem)); relying on \(watchFallback) until it is back",
+                    metadata: ["db": "\(databasePath)"])
+                state.watchHealthy = false
+            } else {
+                logger.debug("the file watch on the database is still incomplete: \(problem)")
+            }
+            state.watchRetryAt = now + state.watchBackoff
+            state.watchBackoff = min(state.watchBackoff * 2, Self.watchRetryBackoff.max)
+        }
+        state.fileEvent(now: now, debounce: debounce)
+    }
+
+    private var watchFallback: String {
+        pollInterval.map { "polling every \($0)" } ?? "no polling either (--poll-interval 0)"
+    }
+
+    /// How soon, and at most how rarely, an incomplete watch is tried again (besides the
+    /// watch on the nearest existing directory, which reports the missing one's return).
+    static let watchRetryBackoff: (initial: Duration, max: Duration) = (.milliseconds(100), .seconds(5))
 
     private func poll(wakeup: Int32, watcher: Int32?, timeout: Duration?) -> (wakeup: Bool, watcher: Bool) {
         var descriptors = [pollfd(fd: wakeup, events: Int16(POLLIN), revents: 0)]
@@ -384,14 +528,18 @@ private struct LoopState {
     var backoff: Duration
     /// The database file the snapshot in service came from.
     var servedFile: DatabaseFile?
-    /// Snapshots replaced recently, released a little later so the last reference does not
-    /// drop (and free its memory) on an event loop that was still answering from it.
-    var retired: [(snapshot: Snapshot, releaseAt: ContinuousClock.Instant)] = []
+    /// Replaced snapshots, released by this thread once nothing else holds them (so the
+    /// last reference never drops, freeing a whole snapshot, on an event loop).
+    var retired: [Snapshot] = []
     var probeState: VersionProbe?
     /// The kind of failure last logged in the current failure streak.
     var loggedFailureCode: String?
-
-    static let retireDelay: Duration = .seconds(1)
+    /// Whether the file watch was complete when last logged about (false: a warning said
+    /// it broke, and a notice will say when it is back).
+    var watchHealthy = false
+    /// Set while the watch is incomplete: when to try again, and the wait after that.
+    var watchRetryAt: ContinuousClock.Instant?
+    var watchBackoff: Duration = SnapshotReloader.watchRetryBackoff.initial
 
     init(now: ContinuousClock.Instant, pollInterval: Duration?, backoff: Duration) {
         self.backoff = backoff
@@ -409,14 +557,6 @@ private struct LoopState {
         retryAt = nil
         loggedFailureCode = nil
         backoff = initialBackoff
-    }
-
-    mutating func retire(_ snapshot: Snapshot, now: ContinuousClock.Instant) {
-        retired.append((snapshot, now + Self.retireDelay))
-    }
-
-    mutating func releaseRetired(now: ContinuousClock.Instant) {
-        retired.removeAll { $0.releaseAt <= now }
     }
 
     /// A file event: check once events have been quiet for `debounce`, but no later than
@@ -447,7 +587,8 @@ private struct LoopState {
     static let settleWindow: Duration = .seconds(1)
 
     func nextWake(now: ContinuousClock.Instant) -> ContinuousClock.Instant? {
-        [eventCheckAt, nextPoll, retryAt, retired.first?.releaseAt].compactMap { $0 }.min()
+        let retiredCheck = retired.isEmpty ? nil : now + SnapshotReloader.retireCheckInterval
+        return [eventCheckAt, nextPoll, retryAt, retiredCheck, watchRetryAt].compactMap { $0 }.min()
     }
 }
 
@@ -464,69 +605,233 @@ struct DatabaseFile: Equatable {
     }
 }
 
-/// inotify on the database's directory, filtered to the database, its -wal and -journal.
+/// inotify on what the database path passes through: the database's directory (its name,
+/// `-wal` and `-journal`) and the directory holding each symlink met while resolving the
+/// path (the link's name), so that replacing a link (a Kubernetes volume's `..data` swap)
+/// is an event. While a directory on the way is missing, the nearest existing one is
+/// watched for it. `establish()` (re)builds the set after any change to the chain.
 final class DatabaseWatcher {
     let descriptor: Int32
-    private let names: Set<[UInt8]>
+    /// The database path, absolute.
+    let path: String
+    /// What a watched name means: the database's own files (check), or a symlink or
+    /// missing directory on the way (the chain may have changed: rebuild, then check).
+    enum Role { case file, link }
+    private var watches: [Int32: (directory: String, names: [[UInt8]: Role])] = [:]
+    /// Whether the last `establish()` watched the database's directory and every link.
+    private(set) var complete = false
+    /// Why the last `establish()` fell short.
+    private(set) var problem: String?
     private var buffer = [UInt8](repeating: 0, count: 64 * 1024)
 
     struct Failure: Error, CustomStringConvertible {
         var description: String
     }
 
+    static let mask: UInt32 = UInt32(
+        IN_MODIFY | IN_CLOSE_WRITE | IN_CREATE | IN_DELETE | IN_MOVED_TO | IN_MOVED_FROM | IN_ATTRIB
+            | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR)
+
+    /// An inotify instance watching nothing yet: call `establish()`.
     init(databasePath: String) throws(Failure) {
-        let directory: String
-        let base: String
-        if let slash = databasePath.lastIndex(of: "/") {
-            let head = String(databasePath[..<slash])
-            directory = head.isEmpty ? "/" : head
-            base = String(databasePath[databasePath.index(after: slash)...])
+        if databasePath.hasPrefix("/") {
+            path = databasePath
         } else {
-            directory = "."
-            base = databasePath
+            var cwd = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+            guard getcwd(&cwd, cwd.count) != nil else {
+                throw Failure(description: "getcwd: \(SocketFile.errorText(errno))")
+            }
+            let length = cwd.firstIndex(of: 0) ?? cwd.count
+            path = String(decoding: cwd[..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self) + "/" + databasePath
         }
-        names = [Array(base.utf8), Array((base + "-wal").utf8), Array((base + "-journal").utf8)]
         let fd = inotify_init1(Int32(IN_CLOEXEC | IN_NONBLOCK))
         guard fd >= 0 else { throw Failure(description: "inotify_init1: \(SocketFile.errorText(errno))") }
-        let mask =
-            IN_MODIFY | IN_CLOSE_WRITE | IN_CREATE | IN_DELETE | IN_MOVED_TO | IN_MOVED_FROM | IN_ATTRIB
-            | IN_DELETE_SELF | IN_MOVE_SELF
-        guard inotify_add_watch(fd, directory, UInt32(mask)) >= 0 else {
-            let code = errno
-            Glibc.close(fd)
-            throw Failure(description: "inotify_add_watch(\(directory)): \(SocketFile.errorText(code))")
-        }
         descriptor = fd
     }
 
-    /// Reads every pending event; returns how many concern the database.
-    func drainRelevantEvents() -> Int {
+    var watchedDirectories: [String] { watches.values.map(\.directory).sorted() }
+
+    /// Resolves the path again and watches what it passes through now (dropping watches
+    /// no longer on the way); returns whether the watch is complete.
+    @discardableResult
+    func establish() -> Bool {
+        let plan = WatchPlan(resolving: path)
+        var next: [Int32: (directory: String, names: [[UInt8]: Role])] = [:]
+        var failure: String?
+        for (directory, names) in plan.directories {
+            let wd = inotify_add_watch(descriptor, directory, Self.mask)
+            guard wd >= 0 else {
+                failure = failure ?? "cannot watch \(directory): \(SocketFile.errorText(errno))"
+                continue
+            }
+            // Two paths to one directory share a watch.
+            next[wd, default: (directory, [:])].names.merge(names) { $0 == .link || $1 == .link ? .link : .file }
+        }
+        for wd in watches.keys where next[wd] == nil {
+            _ = inotify_rm_watch(descriptor, wd)
+        }
+        watches = next
+        problem = failure ?? plan.missing.map { "\($0) does not exist" }
+        complete = problem == nil
+        return complete
+    }
+
+    /// What a batch of events means.
+    struct Events {
+        /// Events about the database's files, links or directories.
         var relevant = 0
+        /// The chain may have changed (a link or a missing directory, a watched directory
+        /// gone or moved, lost events): call `establish()`.
+        var rewatch = false
+        /// Set when a watched directory went away: why.
+        var broken: String?
+    }
+
+    /// Reads every pending event.
+    func drainEvents() -> Events {
+        var events = Events()
         while true {
             let count = buffer.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }
-            guard count > 0 else { return relevant }
+            guard count > 0 else { return events }
             buffer.withUnsafeBytes { bytes in
                 var offset = 0
                 let header = MemoryLayout<inotify_event>.size
                 while offset + header <= count {
                     let event = bytes.loadUnaligned(fromByteOffset: offset, as: inotify_event.self)
                     let nameLength = Int(event.len)
-                    if event.mask & UInt32(IN_Q_OVERFLOW) != 0 || nameLength == 0 {
-                        relevant += 1  // an overflow, or the directory itself: check anyway
-                    } else {
-                        let start = offset + header
-                        var end = start
-                        while end < start + nameLength, bytes[end] != 0 { end += 1 }
-                        if names.contains(Array(bytes[start..<end])) { relevant += 1 }
-                    }
+                    let nameStart = offset + header
                     offset += header + nameLength
+                    classify(event, name: UnsafeRawBufferPointer(rebasing: bytes[nameStart..<min(offset, count)]), into: &events)
                 }
             }
         }
     }
 
+    private func classify(_ event: inotify_event, name: UnsafeRawBufferPointer, into events: inout Events) {
+        let mask = event.mask
+        if mask & UInt32(IN_Q_OVERFLOW) != 0 {
+            // Events were lost: anything may have changed.
+            events.relevant += 1
+            events.rewatch = true
+            return
+        }
+        guard let watch = watches[event.wd] else { return }  // a watch dropped earlier
+        if mask & UInt32(IN_DELETE_SELF | IN_MOVE_SELF | IN_UNMOUNT | IN_IGNORED) != 0 {
+            if mask & UInt32(IN_IGNORED) != 0 { watches[event.wd] = nil }  // the kernel removed it
+            events.relevant += 1
+            events.rewatch = true
+            let what =
+                mask & UInt32(IN_MOVE_SELF) != 0 ? "was moved"
+                : mask & UInt32(IN_UNMOUNT) != 0 ? "was unmounted" : "was removed"
+            events.broken = events.broken ?? "\(watch.directory) \(what)"
+            return
+        }
+        let length = name.firstIndex(of: 0) ?? name.count
+        guard length > 0 else {
+            events.relevant += 1  // the directory itself changed
+            return
+        }
+        switch watch.names[Array(name[..<length])] {
+        case .file?:
+            events.relevant += 1
+        case .link?:
+            events.relevant += 1
+            events.rewatch = true
+        case nil:
+            break
+        }
+    }
+
     func close() {
         Glibc.close(descriptor)
+    }
+}
+
+/// The directories to watch for a database path, and the names in each that matter: found
+/// by resolving the path one component at a time, as the kernel does.
+struct WatchPlan {
+    /// Directory → names, in the order met.
+    private(set) var directories: [(String, [[UInt8]: DatabaseWatcher.Role])] = []
+    /// A directory on the way that does not exist (its parent is watched for it).
+    private(set) var missing: String?
+
+    /// Links followed before giving up (the kernel's limit is 40).
+    static let maxLinks = 40
+
+    init(resolving path: String) {
+        var pending = Self.components(path)
+        var resolved = ""  // "" is the root
+        var links = 0
+        while !pending.isEmpty {
+            let component = pending.removeFirst()
+            if component == "." { continue }
+            if component == ".." {
+                resolved = Self.parent(resolved)
+                continue
+            }
+            let directory = resolved.isEmpty ? "/" : resolved
+            let candidate = resolved + "/" + component
+            let isLast = pending.isEmpty
+            var info = stat()
+            guard lstat(candidate, &info) == 0 else {
+                // Missing (or unreadable): watch the nearest existing directory for it.
+                if isLast {
+                    add(directory, databaseNames(component), role: .file)
+                } else {
+                    add(directory, [component], role: .link)
+                    missing = candidate
+                }
+                return
+            }
+            if info.st_mode & S_IFMT == S_IFLNK, links < Self.maxLinks, let target = Self.readLink(candidate) {
+                links += 1
+                add(directory, [component], role: .link)
+                // SQLite names the -wal after the path it opened (older builds: the link).
+                if isLast { add(directory, databaseNames(component).dropFirst(), role: .file) }
+                if target.hasPrefix("/") { resolved = "" }
+                pending = Self.components(target) + pending
+                continue
+            }
+            if isLast {
+                add(directory, databaseNames(component), role: .file)
+                return
+            }
+            resolved = candidate
+        }
+    }
+
+    private func databaseNames(_ name: String) -> [String] {
+        [name, name + "-wal", name + "-journal"]
+    }
+
+    private mutating func add(_ directory: String, _ names: some Sequence<String>, role: DatabaseWatcher.Role) {
+        let index: Int
+        if let existing = directories.firstIndex(where: { $0.0 == directory }) {
+            index = existing
+        } else {
+            directories.append((directory, [:]))
+            index = directories.count - 1
+        }
+        for name in names {
+            let key = Array(name.utf8)
+            if directories[index].1[key] != .link { directories[index].1[key] = role }  // a link role wins
+        }
+    }
+
+    private static func components(_ path: String) -> [String] {
+        path.split(separator: "/", omittingEmptySubsequences: true).map(String.init)
+    }
+
+    private static func parent(_ path: String) -> String {
+        guard let slash = path.lastIndex(of: "/") else { return "" }
+        return String(path[..<slash])
+    }
+
+    private static func readLink(_ path: String) -> String? {
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let count = readlink(path, &buffer, buffer.count - 1)
+        guard count > 0 else { return nil }
+        return String(decoding: buffer[..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 }
 

@@ -21,9 +21,6 @@ public enum SnapshotLoader {
     /// Reads the workspace and its snapshot version, consistently.
     public static func readWorkspace(path: String) throws(StoreError) -> (workspace: Workspace, version: UInt64) {
         let connection = try openReadOnly(path)
-        // Map the file instead of copying every page through the page cache: the loader
-        // reads it all once. (A hint: SQLite caps it at its compile-time maximum.)
-        try connection.exec("PRAGMA mmap_size = \(1 << 30)")
         return try connection.transaction(.deferred) { () throws(StoreError) in
             try WorkspaceReader(connection: connection).read()
         }
@@ -40,11 +37,18 @@ public enum SnapshotLoader {
     }
 
     /// Opens an existing database read-only; `.notFound` when there is no file.
+    ///
+    /// Never memory-maps the file: a page of a mapped file that is truncated under the
+    /// reader (an operator's `cp` over it, a full disk) arrives as SIGBUS and kills the
+    /// process, where `read` gives an error the reloader handles (SQLite's own default is
+    /// no mapping, but a build may change it with SQLITE_DEFAULT_MMAP_SIZE).
     static func openReadOnly(_ path: String) throws(StoreError) -> Connection {
         guard !path.isEmpty else { throw StoreError(code: .notFound, message: "the database path is empty") }
         _ = try FileStatus.requireFile(path)
         do {
-            return try Connection.open(path: path, flags: SQLITE_OPEN_READONLY)
+            let connection = try Connection.open(path: path, flags: SQLITE_OPEN_READONLY)
+            try connection.exec("PRAGMA mmap_size = 0")
+            return connection
         } catch {
             // Removed between the check and the open.
             if FileStatus(path: path) == .missing {

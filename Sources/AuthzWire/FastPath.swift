@@ -1,8 +1,8 @@
 // The hot path of the wire format: a single check decoded without building Swift values
 // (ids stay bytes inside the unpacked message; protobuf-c allocates from a bump arena
 // instead of malloc), and its answer packed straight into the output buffer with one
-// protobuf-c pass. Anything unusual (a batch, explain, an invalid id or enum value, a
-// deadline, Status, Reload, a payload protobuf-c rejects) is not handled here: the caller
+// protobuf-c pass. Anything unusual (a batch, explain, an invalid id or enum value, an id
+// holding a NUL byte, a deadline, Status, Reload, a payload protobuf-c rejects) is not handled here: the caller
 // falls back to `WireRequest(decoding:)`, which produces the exact errors. The answers are
 // byte-identical to `WireResponse` encodings of the same results (tested).
 
@@ -77,6 +77,8 @@ public final class FastPathDecoder {
         else { return nil }
         let request = message.pointee
         guard request.explain == 0, request.deadline_ms == 0 else { return nil }
+        // An id cut short at a NUL by protobuf-c: the general path names it.
+        if NulScan.mayHoldNul(payload), NulScan.find(in: payload, of: request.base.descriptor) != nil { return nil }
         let kind: FastCheck.Kind
         switch request.method_case {
         case AUTHZ__V1__REQUEST__METHOD_EFFECTIVE_PERMISSION:

@@ -12,7 +12,8 @@ extension WireRequest {
     /// Errors (each with the request's `call_id` when it could be read, also from a payload
     /// protobuf-c rejects, as long as the field came before the damage):
     /// - `invalidArgument`: the payload is not an `authz.v1.Request`; no method (or a batch
-    ///   check with no kind) is set; an id is empty where not allowed, longer than 128 bytes
+    ///   check with no kind) is set; an id holds a NUL byte (checked in the raw payload:
+    ///   protobuf-c would cut it short), is empty where not allowed, longer than 128 bytes
     ///   or has a byte outside `A-Z a-z 0-9 . _ : @ -`; `required_level` or
     ///   `required_access` is a value this build does not know.
     /// - `resourceExhausted`: a batch has more than `maxBatchChecks` checks.
@@ -30,6 +31,10 @@ extension WireRequest {
         }
         defer { authz__v1__request__free_unpacked(message, nil) }
         let request = message.pointee
+        // protobuf-c cut every string at its first NUL: the raw bytes tell.
+        if NulScan.mayHoldNul(payload), let nul = NulScan.find(in: payload, of: request.base.descriptor) {
+            throw WireRequestError(callId: request.call_id, error: .invalidArgument(nul.message))
+        }
         do {
             self.init(
                 callId: request.call_id,
@@ -154,34 +159,6 @@ extension WireRequest {
             }
         }
         return callId
-    }
-}
-
-/// Just enough of the protobuf wire format to walk top-level fields.
-private struct WireFormatReader {
-    private let bytes: UnsafeRawBufferPointer
-    private var offset = 0
-
-    init(_ bytes: UnsafeRawBufferPointer) { self.bytes = bytes }
-
-    var isAtEnd: Bool { offset >= bytes.count }
-
-    mutating func varint() -> UInt64? {
-        var value: UInt64 = 0
-        for shift in stride(from: 0, to: 64, by: 7) {
-            guard offset < bytes.count else { return nil }
-            let byte = bytes[offset]
-            offset += 1
-            value |= UInt64(byte & 0x7F) << UInt64(shift)
-            if byte & 0x80 == 0 { return value }
-        }
-        return nil
-    }
-
-    mutating func skip(_ count: UInt64) -> Bool {
-        guard count <= UInt64(bytes.count - offset) else { return false }
-        offset += Int(count)
-        return true
     }
 }
 

@@ -29,11 +29,13 @@ struct Authzd: AsyncParsableCommand {
             AUTHZD_MAX_STALENESS, AUTHZD_DEFAULT_DEADLINE, AUTHZD_LOG_LEVEL, AUTHZD_LOG_FORMAT. A flag \
             wins over its variable. Durations take a unit: 500ms, 10s (the default unit), 5m, 1h.
 
-            Hot reload: the database's directory is watched (inotify) and the snapshot version \
-            polled every --poll-interval; a change is loaded off the request path and swapped in \
-            atomically. SIGHUP, or `authzctl reload --socket PATH` (the Reload call, allowed to \
-            this daemon's Unix user and root), forces a reload. A failed load keeps the last \
-            good snapshot, is logged once, shown by Status and retried with backoff.
+            Hot reload: the database's directory (and that of every symlink on its path) is \
+            watched (inotify) and the snapshot version polled every --poll-interval; a change is \
+            loaded off the request path and swapped in atomically. SIGHUP, or `authzctl reload \
+            --socket PATH` (the Reload call, allowed to this daemon's Unix user and root), forces \
+            a reload; requests arriving while one is queued or running share the next load. A \
+            failed load keeps the last good snapshot, is logged once, shown by Status and retried \
+            with backoff.
 
             A stale socket file left by a crashed run is replaced; a socket another process \
             still serves on, or a path that is not a socket, is an error. SIGTERM and SIGINT \
@@ -113,6 +115,12 @@ struct Authzd: AsyncParsableCommand {
     var logFormat: String?
 
     func run() async throws {
+        // Before anything slow (the initial load can take seconds): a write to a closed
+        // pipe (stderr) must be an error, not SIGPIPE, and a SIGHUP must not take its
+        // default action (terminate) before its handler runs. The sequence traps SIGHUP
+        // now and keeps what arrives until ReloadOnSignal reads it.
+        signal(SIGPIPE, SIG_IGN)
+        let hangups = await UnixSignalsSequence(trapping: .sighup)
         let settings: DaemonSettings
         do {
             settings = try DaemonSettings.resolve(flags: flags, environment: Self.environment())
@@ -127,6 +135,7 @@ struct Authzd: AsyncParsableCommand {
         let server = settings.server
 
         let snapshots = SnapshotHolder()
+        logger.debug("loading the workspace snapshot", metadata: ["db": "\(server.databasePath)"])
         switch snapshots.load(databasePath: server.databasePath) {
         case .success(let snapshot):
             logger.info(
@@ -155,7 +164,7 @@ struct Authzd: AsyncParsableCommand {
         var configuration = ServiceGroupConfiguration(
             services: [
                 .init(service: reloader),
-                .init(service: ReloadOnSignal(reloader: reloader, logger: logger)),
+                .init(service: ReloadOnSignal(reloader: reloader, signals: hangups, logger: logger)),
                 .init(service: service),
             ],
             gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
@@ -207,18 +216,20 @@ struct Authzd: AsyncParsableCommand {
     }
 }
 
-/// SIGHUP forces a reload (like `authzctl reload`), logging its outcome.
+/// SIGHUP forces a reload (like `authzctl reload`). It does not wait for the load: SIGHUPs
+/// arriving while one is queued or running collapse into one more load (the reloader logs
+/// its outcome), so a burst of signals costs a load or two, not one each.
 struct ReloadOnSignal: Service {
     let reloader: SnapshotReloader
+    let signals: UnixSignalsSequence
     let logger: Logger
 
     func run() async throws {
-        let signals = await UnixSignalsSequence(trapping: .sighup)
         for await _ in signals.cancelOnGracefulShutdown() {
-            logger.info("SIGHUP: reloading the workspace snapshot")
-            let outcome = await reloader.reload()
-            if let error = outcome.error {
-                logger.warning("SIGHUP reload failed: \(error)")
+            if reloader.requestReload() {
+                logger.info("SIGHUP: reloading the workspace snapshot")
+            } else {
+                logger.debug("SIGHUP: a reload is already queued")
             }
         }
     }

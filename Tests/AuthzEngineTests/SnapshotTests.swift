@@ -251,4 +251,12 @@ struct IdIndexTests {
         #expect(duplicates == [2])
         #expect(index.lookup("x") == 0)
     }
+
+    @Test func liveCountCountsSnapshotsNotYetFreed() {
+        // Other tests in this process build and free snapshots meanwhile, so only what
+        // this test holds is certain: the count is at least that.
+        let held = (0..<20).map { Snapshot(workspace: Workspace(settings: WorkspaceSettings(plan: .team)), version: UInt64($0)) }
+        #expect(Snapshot.liveCount >= held.count)
+        withExtendedLifetime(held) {}
+    }
 }

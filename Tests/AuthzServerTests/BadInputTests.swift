@@ -154,6 +154,43 @@ struct BadInputTests {
         }
     }
 
+    /// Issue 9, defect 3: an id with a NUL byte inside was answered as its prefix
+    /// (`u-admin\0junk` as the owner `u-admin`). Raw payloads, one write, so the epoll
+    /// transport's fast path sees them in one run with valid checks around them.
+    @Test func anIdWithAnEmbeddedNulIsInvalidNamingTheFieldOnEveryPath() async throws {
+        try await withServer { server in
+            let connection = try RawConnection(path: server.socketPath)
+            let good = PB.varint(1, 1) + PB.bytes(11, PB.string(1, "u-admin") + PB.string(2, "p-revenue"))
+            let cases: [(callId: UInt64, body: [UInt8], field: String)] = [
+                // Plain single checks (the fast path's kind of request).
+                (2, PB.bytes(11, PB.string(1, "u-admin\0junk") + PB.string(2, "p-revenue")), "effective_permission.user"),
+                (3, PB.bytes(11, PB.string(1, "u-admin") + PB.string(2, "p-revenue\0")), "effective_permission.project"),
+                (4, PB.bytes(10, PB.string(1, "u-admin") + PB.string(2, "a-open\0x")), "can_use.asset"),
+                (5, PB.bytes(10, PB.string(1, "u-admin") + PB.string(2, "a-open") + PB.string(3, "p-revenue\0x")), "can_use.project"),
+                (6, PB.bytes(12, PB.string(1, "\0u-admin")), "seat_type.user"),
+                // The general path's: explained, a deadline, capabilities, a batch.
+                (7, PB.varint(4, 1) + PB.bytes(11, PB.string(1, "u-admin\0x") + PB.string(2, "p-revenue")), "effective_permission.user"),
+                (8, PB.varint(3, 500) + PB.bytes(12, PB.string(1, "u-admin\0")), "seat_type.user"),
+                (9, PB.bytes(13, PB.string(1, "u-admin\0x")), "capabilities.user"),
+                (10, PB.bytes(14, PB.bytes(1, PB.bytes(3, PB.string(1, "u-admin"))) + PB.bytes(1, PB.bytes(2, PB.string(1, "u-admin\0x") + PB.string(2, "p-revenue")))), "batch.checks[1].effective_permission.user"),
+            ]
+            var bytes = frame(good)
+            for item in cases { bytes += frame(PB.varint(1, item.callId) + item.body) + frame(good) }
+            try connection.send(bytes)
+            let first = try #require(await connection.readResponse())
+            #expect(first.callId == 1 && first.status.code == .ok)
+            for item in cases {
+                let response = try #require(await connection.readResponse())
+                #expect(response.callId == item.callId)
+                #expect(response.status.code == .invalidArgument, "\(item.field): \(response)")
+                #expect(response.status.message.hasPrefix(item.field + ": "), "\(response.status.message)")
+                #expect(response.status.message.contains("NUL"), "\(response.status.message)")
+                let after = try #require(await connection.readResponse())
+                #expect(after.callId == 1 && after.status.code == .ok, "the connection goes on")
+            }
+        }
+    }
+
     @Test func aBatchOverTheLimitIsRejectedAndTheConnectionStaysUsable() async throws {
         try await withServer(configure: { $0.maxBatchSize = 4 }) { server in
             let client = try await server.client()

@@ -201,6 +201,58 @@ struct RequestCodecTests {
         #expect(error.error.message.contains("seat_type.user"))
     }
 
+    /// Issue 9, defect 3: protobuf-c unpacks `string` fields as C strings, so a raw payload
+    /// whose id holds a NUL byte used to be read as the id's prefix (`u-admin\0junk` was
+    /// answered as `u-admin`). Raw payloads here: the Swift encoder never sends a NUL.
+    @Test(arguments: ["u\0junk", "u\0", "\0", "\0u", "a\0\0b"])
+    func anEmbeddedNulInARawIdIsInvalidNamingTheField(id: String) throws {
+        let decoder = FastPathDecoder()
+        for (field, payload) in Self.payloads(withId: id) {
+            let error = try #require(requestError(payload), "\(field) accepted \(id.debugDescription)")
+            #expect(error.callId == 31)
+            #expect(error.error.code == .invalidArgument)
+            #expect(error.error.message.hasPrefix(field + ": "), "\(error.error.message)")
+            #expect(error.error.message.contains("NUL"), "\(error.error.message)")
+            // The fast path declines it, so the general path gives the same error.
+            payload.withUnsafeBytes { bytes in
+                #expect(decoder.decode(bytes) == nil, "the fast path took \(field) = \(id.debugDescription)")
+            }
+        }
+    }
+
+    @Test func anEmbeddedNulInABatchCheckNamesTheCheck() throws {
+        let good = PB.bytes(1, PB.bytes(3, PB.string(1, "u")))
+        let cases: [([UInt8], String)] = [
+            (PB.bytes(1, PB.bytes(1, PB.string(1, "u") + PB.string(2, "a\0x"))), "batch.checks[2].can_use.asset"),
+            (PB.bytes(1, PB.bytes(2, PB.string(1, "u\0") + PB.string(2, "p"))), "batch.checks[2].effective_permission.user"),
+            (PB.bytes(1, PB.bytes(3, PB.string(1, "\0u"))), "batch.checks[2].seat_type.user"),
+            (PB.bytes(1, PB.bytes(4, PB.string(1, "u\0u"))), "batch.checks[2].capabilities.user"),
+        ]
+        for (bad, field) in cases {
+            let payload = PB.varint(1, 56) + PB.bytes(14, good + good + bad + good)
+            let error = try #require(requestError(payload), "\(field)")
+            #expect(error.callId == 56)
+            #expect(error.error.code == .invalidArgument)
+            #expect(error.error.message.hasPrefix(field + ": "), "\(error.error.message)")
+        }
+    }
+
+    @Test func zeroBytesOutsideStringsAreFine() throws {
+        // A canonical request holds 0x00 bytes as empty lengths (the anonymous viewer's
+        // SeatType, Status, Reload, an empty batch check) and in unknown fields: none of
+        // them is a NUL inside an id.
+        let decoder = FastPathDecoder()
+        let anonymous = PB.varint(1, 5) + PB.bytes(12, [])
+        #expect(try decodeRequest(anonymous).get().method == .check(.seatType(user: "")))
+        anonymous.withUnsafeBytes { #expect(decoder.decode($0) != nil, "the fast path answers the anonymous viewer") }
+        let withUnknown = PB.varint(1, 5) + PB.bytes(11, PB.string(1, "u") + PB.string(2, "p") + PB.bytes(9, [0, 0, 0]))
+        #expect(try decodeRequest(withUnknown).get().method == .check(.effectivePermission(.init(user: "u", project: "p"))))
+        let batch = PB.varint(1, 5) + PB.bytes(14, PB.bytes(1, PB.bytes(3, [])) + PB.bytes(1, PB.bytes(4, [])))
+        #expect(try decodeRequest(batch).get().method == .batch([.seatType(user: ""), .capabilities(user: "")]))
+        #expect(try decodeRequest(PB.bytes(15, [])).get().method == .status)
+        #expect(try decodeRequest(PB.varint(1, 0) + PB.bytes(16, [])).get().method == .reload)
+    }
+
     @Test func batchLimits() throws {
         let check = WireRequest.Check.seatType(user: "u")
         let atLimit = WireRequest(callId: 12, method: .batch(Array(repeating: check, count: 3)))
