@@ -58,9 +58,11 @@ public enum LookupKind: UInt8, Sendable, CaseIterable {
     }
 }
 
-/// An entry of a listing: an index into the snapshot's ids of the listed kind.
+/// An entry of a listing: an index into the snapshot's ids of the listed kind, and the
+/// reason of its decision.
 public protocol LookupEntry: Sendable, Equatable {
     var index: Int32 { get }
+    var reason: Reason { get }
 }
 
 /// One listed project (ListProjects) or user (ListProjectAccess): its index in the snapshot
@@ -249,10 +251,19 @@ extension Snapshot {
         guard decoded.fingerprint == fingerprint else {
             throw LookupError(
                 .pageToken,
-                "the page token belongs to another \(kind.name) listing (another \(kind == .projectAccess ? "project" : "user"), \(kind == .assets ? "project or min_access" : "or min_level")); start the listing again without a token")
+                "the page token belongs to another \(kind.name) listing (\(Self.parameters(kind))); start the listing again without a token")
         }
         let start = decoded.lastId.withUnsafeBytes { ids.firstIndex(after: $0) }
         return (start, decoded.snapshotVersion != version)
+    }
+
+    /// What tells two listings of a kind apart, for error messages.
+    private static func parameters(_ kind: LookupKind) -> String {
+        switch kind {
+        case .projects: "another user or min_level"
+        case .projectAccess: "another project or min_level"
+        case .assets: "another user, project or min_access"
+        }
     }
 
     private func nextToken(_ kind: LookupKind, _ fingerprint: UInt64, _ last: Int32?, in ids: IdIndex) -> String {
