@@ -194,7 +194,7 @@ let package = Package(
         ),
         .target(
             name: "ConformanceSupport",
-            dependencies: ["AuthzDocument", "AuthzQuery"],
+            dependencies: ["AuthzDocument", "AuthzEngine", "AuthzQuery"],
             path: "Tests/ConformanceSupport",
             swiftSettings: strictSettings
         ),

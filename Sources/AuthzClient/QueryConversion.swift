@@ -67,3 +67,41 @@ extension Answer {
         self.init(converted, snapshotVersion: snapshotVersion)
     }
 }
+
+extension WireRequest.Lookup {
+    /// The wire lookup asking `query` from `pageToken`.
+    public init(query: LookupQuery, pageToken: String) {
+        let pageSize = UInt32(clamping: query.requestedPageSize)
+        switch query.subject {
+        case .projects(let user):
+            self = .projects(.init(user: user, minLevel: query.minLevel, pageSize: pageSize, pageToken: pageToken))
+        case .projectAccess(let project):
+            self = .projectAccess(.init(project: project, minLevel: query.minLevel, pageSize: pageSize, pageToken: pageToken))
+        case .assets(let user, let project):
+            self = .assets(
+                .init(user: user, project: project, minAccess: query.minAccess, pageSize: pageSize, pageToken: pageToken))
+        }
+    }
+}
+
+extension ListingPage {
+    /// The page a lookup result stands for.
+    public init(wire result: WireResponse.LookupResult, snapshotVersion: UInt64) {
+        switch result {
+        case .projects(let listing), .projectAccess(let listing):
+            self.init(
+                listing, snapshotVersion: snapshotVersion,
+                items: listing.items.map { Item(id: $0.id, value: .level($0.level), reason: $0.reason) })
+        case .assets(let listing):
+            self.init(
+                listing, snapshotVersion: snapshotVersion,
+                items: listing.items.map { Item(id: $0.id, value: .access($0.access), reason: $0.reason) })
+        }
+    }
+
+    private init<Wire>(_ listing: WireResponse.Listing<Wire>, snapshotVersion: UInt64, items: [Item]) {
+        self.init(
+            items: items, nextPageToken: listing.nextPageToken, snapshotVersion: snapshotVersion,
+            snapshotChanged: listing.snapshotChanged, pageSizeClamped: listing.pageSizeClamped, reason: listing.reason)
+    }
+}

@@ -86,6 +86,66 @@ extension SidecarClient {
         return Reply(result: results, snapshotVersion: response.snapshotVersion)
     }
 
+    /// One page of `ListProjects(user, minLevel)` (RULES.md §8): the projects `user` (empty:
+    /// the anonymous web viewer) can open. Pass the previous page's `nextPageToken` to go on;
+    /// the listing is complete when a page's `nextPageToken` is empty.
+    public func listProjects(
+        user: String, minLevel: Level? = nil, pageSize: UInt32 = 0, pageToken: String = "",
+        minSnapshotVersion: UInt64 = 0
+    ) async throws(AuthzClientError) -> Reply<WireResponse.Listing<WireResponse.LevelItem>> {
+        let reply = try await lookup(
+            .projects(.init(user: user, minLevel: minLevel, pageSize: pageSize, pageToken: pageToken)),
+            minSnapshotVersion: minSnapshotVersion)
+        guard case .projects(let listing) = reply.result else { throw Self.mismatch("list_projects") }
+        return Reply(result: listing, snapshotVersion: reply.snapshotVersion)
+    }
+
+    /// One page of `ListProjectAccess(project, minLevel)`: the users who can open `project`.
+    public func listProjectAccess(
+        project: String, minLevel: Level? = nil, pageSize: UInt32 = 0, pageToken: String = "",
+        minSnapshotVersion: UInt64 = 0
+    ) async throws(AuthzClientError) -> Reply<WireResponse.Listing<WireResponse.LevelItem>> {
+        let reply = try await lookup(
+            .projectAccess(.init(project: project, minLevel: minLevel, pageSize: pageSize, pageToken: pageToken)),
+            minSnapshotVersion: minSnapshotVersion)
+        guard case .projectAccess(let listing) = reply.result else { throw Self.mismatch("list_project_access") }
+        return Reply(result: listing, snapshotVersion: reply.snapshotVersion)
+    }
+
+    /// One page of `ListAssets(user, project?, minAccess)`: the assets `user` can use.
+    public func listAssets(
+        user: String, project: String? = nil, minAccess: Access? = nil, pageSize: UInt32 = 0, pageToken: String = "",
+        minSnapshotVersion: UInt64 = 0
+    ) async throws(AuthzClientError) -> Reply<WireResponse.Listing<WireResponse.AccessItem>> {
+        let reply = try await lookup(
+            .assets(.init(user: user, project: project, minAccess: minAccess, pageSize: pageSize, pageToken: pageToken)),
+            minSnapshotVersion: minSnapshotVersion)
+        guard case .assets(let listing) = reply.result else { throw Self.mismatch("list_assets") }
+        return Reply(result: listing, snapshotVersion: reply.snapshotVersion)
+    }
+
+    /// Any one lookup page.
+    public func lookup(
+        _ lookup: WireRequest.Lookup, minSnapshotVersion: UInt64 = 0
+    ) async throws(AuthzClientError) -> Reply<WireResponse.LookupResult> {
+        let response = try await call(
+            WireRequest(callId: 0, minSnapshotVersion: minSnapshotVersion, method: .lookup(lookup)))
+        guard case .lookup(let result) = try Self.answer(of: response) else { throw Self.mismatch("a lookup") }
+        return Reply(result: result, snapshotVersion: response.snapshotVersion)
+    }
+
+    /// One page of an `authzctl check` lookup over the socket, as the same `ListingPage` the
+    /// local engine gives (`LookupQuery.page(_:token:)`); a failure carries the line
+    /// `authzctl` prints (`CODE: message`).
+    public func page(_ query: LookupQuery, token: String, minSnapshotVersion: UInt64 = 0) async -> Result<ListingPage, LookupFailure> {
+        do {
+            let reply = try await lookup(WireRequest.Lookup(query: query, pageToken: token), minSnapshotVersion: minSnapshotVersion)
+            return .success(ListingPage(wire: reply.result, snapshotVersion: reply.snapshotVersion))
+        } catch {
+            return .failure(LookupFailure("\(error.code.name): \(error.message)"))
+        }
+    }
+
     /// The server's health and snapshot counters.
     public func status() async throws(AuthzClientError) -> WireResponse.StatusResult {
         let response = try await call(WireRequest(callId: 0, method: .status))

@@ -142,6 +142,43 @@ public struct IdIndex: Sendable {
         return String(decoding: UnsafeBufferPointer(rebasing: arena.buffer[start ..< end]), as: UTF8.self)
     }
 
+    /// Calls `body` with the UTF-8 bytes of the id at `index` (no copy; valid inside `body`).
+    @inline(__always)
+    public func withUTF8<R>(at index: Int32, _ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        precondition(index >= 0 && Int(index) < count, "id index out of range")
+        let start = Int(offsets[Int(index)])
+        let end = Int(offsets[Int(index) + 1])
+        return try body(UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(arena.buffer)[start ..< end]))
+    }
+
+    /// For an index built from ids in ascending byte order (as the snapshot builds them): the
+    /// first index whose id sorts after `bytes` in byte order, or `count` if none does. A
+    /// binary search over the arena: O(log count) comparisons, whatever `bytes` holds.
+    public func firstIndex(after bytes: UnsafeRawBufferPointer) -> Int32 {
+        var low = 0
+        var high = count
+        let arenaBytes = UnsafeRawBufferPointer(arena.buffer)
+        let offsets = offsets.buffer
+        while low < high {
+            let mid = (low + high) >> 1
+            let id = UnsafeRawBufferPointer(rebasing: arenaBytes[Int(offsets[mid]) ..< Int(offsets[mid + 1])])
+            if Self.compare(id, bytes) <= 0 { low = mid + 1 } else { high = mid }
+        }
+        return Int32(low)
+    }
+
+    /// Byte-order comparison: negative, zero or positive as `a` sorts before, with or after `b`.
+    static func compare(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer) -> Int {
+        let common = min(a.count, b.count)
+        var i = 0
+        while i < common {
+            let x = a[i], y = b[i]
+            if x != y { return x < y ? -1 : 1 }
+            i += 1
+        }
+        return a.count - b.count
+    }
+
     /// Every id in index order.
     public var ids: [String] { (0 ..< Int32(count)).map { id(at: $0) } }
 

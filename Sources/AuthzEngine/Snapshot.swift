@@ -7,8 +7,12 @@
 // allocation. The tables live in huge-page-advised memory (FlatTable.swift).
 //
 // Layout choices:
-// - Assets are indexed in ascending id order, so "the first asset by id order" (RULES.md §4
-//   step 6) is the first asset index in a project's sorted asset list.
+// - Every kind of entity (users, groups, assets, projects) is indexed in ascending id byte
+//   order, so index order is id order: "the first asset by id order" (RULES.md §4 step 6) is
+//   the first asset index in a project's sorted asset list, the group with the smallest id
+//   among equal grants is the lowest index, and the lookups (Lookups.swift) walk sorted index
+//   lists and seek to an id by binary search. A later copy of a duplicate id is dropped
+//   before interning (with a warning naming its document position).
 // - A user's custom groups, a project's user grants and group grants, and an asset's custom
 //   groups are sorted by index; duplicate grants to one principal keep the highest level.
 // - Roles are resolved once here (RULES.md §2): a decision reads one byte.
@@ -79,6 +83,29 @@ public final class Snapshot: Sendable {
     /// Each project's assets, sorted (= id order).
     let projectAssets: FlatTable<Int32>
 
+    // Reverse indexes for the lookups (Lookups.swift), each list sorted by index (= id order).
+
+    /// Per user (`userProjectStart[u] ..< userProjectStart[u + 1]`): the projects the user owns
+    /// (level `full_access`) or holds a direct grant on, as `project << 3 | level`; a project
+    /// both owned and granted appears twice.
+    let userProjectStart: FlatTable<Int32>
+    let userProjects: FlatTable<UInt32>
+    /// Per group and grant level (`groupProjectStart[g * 5 + level - 1]` ..< the next): the
+    /// projects granting that level to the group.
+    let groupProjectStart: FlatTable<Int32>
+    let groupProjects: FlatTable<Int32>
+    /// Per group: its members.
+    let groupMemberStart: FlatTable<Int32>
+    let groupMembers: FlatTable<Int32>
+    /// `workspaceShared[workspaceSharedStart[L - 1] ..< workspaceSharedStart[L]]`: the projects
+    /// whose `workspace_access` is at least level `L` (1 ... 5).
+    let workspaceSharedStart: FlatTable<Int32>
+    let workspaceShared: FlatTable<Int32>
+    /// The projects whose `public_access` is above none (it is capped at `can_view_app`).
+    let publicShared: FlatTable<Int32>
+    /// The active users whose role is `admin`.
+    let admins: FlatTable<Int32>
+
     /// Grants as given in the workspace (before merging duplicates).
     public let grantCount: Int
 
@@ -104,37 +131,43 @@ public final class Snapshot: Sendable {
         self.plan = settings.plan
         self.viewerSeatsPaid = settings.viewerSeatsPaid
 
-        // Interning.
-        var duplicates: [Int] = []
-        let userIds = IdIndex(workspace.users.map(\.id), duplicates: &duplicates)
-        for index in duplicates { warnings.append("users[\(index)].id: duplicate id '\(workspace.users[index].id)' ignored") }
-        duplicates.removeAll()
-        // Groups are indexed in id order too, so "the group with the smallest id" among
-        // grants of equal level (RULES.md §4 step 2) is the one with the lowest index.
-        let groupOrder = workspace.groups.indices.sorted { workspace.groups[$0].id.utf8.lexicographicallyPrecedes(workspace.groups[$1].id.utf8) }
-        let groupIds = IdIndex(groupOrder.map { workspace.groups[$0].id }, duplicates: &duplicates)
-        for index in duplicates { warnings.append("groups[\(groupOrder[index])].id: duplicate id '\(workspace.groups[groupOrder[index]].id)' ignored") }
-        duplicates.removeAll()
-        let assetOrder = workspace.assets.indices.sorted { workspace.assets[$0].id.utf8.lexicographicallyPrecedes(workspace.assets[$1].id.utf8) }
-        let assetIds = IdIndex(assetOrder.map { workspace.assets[$0].id }, duplicates: &duplicates)
-        for index in duplicates { warnings.append("assets[\(assetOrder[index])].id: duplicate id ignored") }
-        duplicates.removeAll()
-        let projectIds = IdIndex(workspace.projects.map(\.id), duplicates: &duplicates)
-        for index in duplicates { warnings.append("projects[\(index)].id: duplicate id '\(workspace.projects[index].id)' ignored") }
+        // Interning, every kind in id byte order; later copies of a duplicate id are dropped.
+        let users = Self.intern(workspace.users.map(\.id))
+        for position in users.duplicates {
+            warnings.append("users[\(position)].id: duplicate id '\(workspace.users[position].id)' ignored")
+        }
+        let groups = Self.intern(workspace.groups.map(\.id))
+        for position in groups.duplicates {
+            warnings.append("groups[\(position)].id: duplicate id '\(workspace.groups[position].id)' ignored")
+        }
+        let assets = Self.intern(workspace.assets.map(\.id))
+        for position in assets.duplicates { warnings.append("assets[\(position)].id: duplicate id ignored") }
+        let projects = Self.intern(workspace.projects.map(\.id))
+        for position in projects.duplicates {
+            warnings.append("projects[\(position)].id: duplicate id '\(workspace.projects[position].id)' ignored")
+        }
+        let userIds = users.index
+        let groupIds = groups.index
+        let assetIds = assets.index
+        let projectIds = projects.index
         self.userIds = userIds
         self.groupIds = groupIds
         self.assetIds = assetIds
         self.projectIds = projectIds
 
-        let userCount = workspace.users.count
-        // Grants pack a principal index and a level into 32 bits.
-        precondition(userCount < 1 << 29 && workspace.groups.count < 1 << 29, "more than 2^29 users or groups")
+        let userCount = userIds.count
+        let groupCount = groupIds.count
+        // Grants pack a principal index and a level into 32 bits, so do the lookups' project
+        // lists.
+        precondition(
+            workspace.users.count < 1 << 29 && workspace.groups.count < 1 << 29 && workspace.projects.count < 1 << 29,
+            "more than 2^29 users, groups or projects")
         let builtinByName: [String: BuiltinGroup] = Dictionary(uniqueKeysWithValues: BuiltinGroup.allCases.map { ($0.name, $0) })
 
         // Group memberships, as (user, group) pairs → CSR by user.
         var membership: [UInt64] = []
         membership.reserveCapacity(workspace.groups.reduce(0) { $0 + $1.members.count })
-        for (g, original) in groupOrder.enumerated() where groupIds.lookup(workspace.groups[original].id) == Int32(g) {
+        for (g, original) in groups.order.enumerated() {
             for (m, member) in workspace.groups[original].members.enumerated() {
                 let u = userIds.lookup(member)
                 if u < 0 {
@@ -148,7 +181,7 @@ public final class Snapshot: Sendable {
         self.userGroups = FlatTable(userGroups)
 
         // Roles (RULES.md §2).
-        var mappedRole = [Int8](repeating: -1, count: groupIds.count)
+        var mappedRole = [Int8](repeating: -1, count: groupCount)
         let sync = settings.directorySync
         for (i, mapping) in sync.roleMappings.enumerated() {
             let g = groupIds.lookup(mapping.group)
@@ -160,13 +193,16 @@ public final class Snapshot: Sendable {
         }
         let allowedDomains = Set(settings.allowedDomains.map { Self.lowercasedASCII($0) })
         let defaultDomainRole = settings.defaultDomainRole
-        var users = [UserRecord](repeating: UserRecord(), count: userCount)
+        var userRecords = [UserRecord](repeating: UserRecord(), count: userCount)
         for u in 0 ..< userCount {
-            users[u].groupStart = userGroupStart[u]
-            users[u].groupEnd = userGroupStart[u + 1]
+            userRecords[u].groupStart = userGroupStart[u]
+            userRecords[u].groupEnd = userGroupStart[u + 1]
         }
-        for (u, user) in workspace.users.enumerated() where userIds.lookup(user.id) == Int32(u) {
-            users[u].active = user.active
+        // In document order, so warnings come out in the order of the document.
+        for (position, user) in workspace.users.enumerated() {
+            let u = Int(users.indexOf[position])
+            guard u >= 0 else { continue }
+            userRecords[u].active = user.active
             var role: Role
             var source: RoleSource
             if user.origin == .directory {
@@ -181,7 +217,7 @@ public final class Snapshot: Sendable {
                         (role, source) = (.viewer, .directoryDefault)
                     }
                     if user.role != nil {
-                        warnings.append("users[\(u)].role: explicit role of directory user '\(user.id)' ignored while role sync is on")
+                        warnings.append("users[\(position)].role: explicit role of directory user '\(user.id)' ignored while role sync is on")
                     }
                 } else if let explicit = user.role {
                     (role, source) = (explicit, .explicit)
@@ -197,18 +233,18 @@ public final class Snapshot: Sendable {
             }
             if role == .explorer, !plan.hasExplorerRole {
                 role = .viewer
-                users[u].planDowngrade = true
-                warnings.append("users[\(u)]: role explorer of '\(user.id)' downgraded to viewer: plan \(plan.name) has no Explorer role")
+                userRecords[u].planDowngrade = true
+                warnings.append("users[\(position)]: role explorer of '\(user.id)' downgraded to viewer: plan \(plan.name) has no Explorer role")
             }
-            users[u].role = role
-            users[u].roleSource = source
+            userRecords[u].role = role
+            userRecords[u].roleSource = source
         }
-        self.users = FlatTable(users)
+        self.users = FlatTable(userRecords)
 
-        // Assets (indexed in id order).
+        // Assets.
         var assetBuiltins = [UInt8](repeating: 0, count: assetIds.count)
         var assetGroupPairs: [UInt64] = []
-        for (a, original) in assetOrder.enumerated() where assetIds.lookup(workspace.assets[original].id) == Int32(a) {
+        for (a, original) in assets.order.enumerated() {
             let asset = workspace.assets[original]
             for (k, name) in asset.groups.enumerated() {
                 if let builtin = builtinByName[name] {
@@ -229,8 +265,8 @@ public final class Snapshot: Sendable {
         })
         self.assetGroups = FlatTable(assetGroups)
 
-        // Projects.
-        let projectCount = workspace.projects.count
+        // Projects (in document order, so warnings come out in the order of the document).
+        let projectCount = projectIds.count
         var projectOwner = [Int32](repeating: -1, count: projectCount)
         var projectWorkspaceAccess = [Level](repeating: .none, count: projectCount)
         var projectPublicAccess = [Level](repeating: .none, count: projectCount)
@@ -240,16 +276,18 @@ public final class Snapshot: Sendable {
         var groupGrantPairs: [UInt64] = []
         var projectAssetPairs: [UInt64] = []
         var grantCount = 0
-        for (p, project) in workspace.projects.enumerated() where projectIds.lookup(project.id) == Int32(p) {
+        for (position, project) in workspace.projects.enumerated() {
+            let p = Int(projects.indexOf[position])
+            guard p >= 0 else { continue }
             if let owner = project.owner {
                 let u = userIds.lookup(owner)
-                if u < 0 { warnings.append("projects[\(p)].owner: unknown user '\(owner)' ignored") }
+                if u < 0 { warnings.append("projects[\(position)].owner: unknown user '\(owner)' ignored") }
                 projectOwner[p] = u
             }
             projectWorkspaceAccess[p] = project.workspaceAccess
             projectPublicAccess[p] = min(project.publicAccess, .canViewApp)
             if project.publicAccess > .canViewApp {
-                warnings.append("projects[\(p)].public_access: \(project.publicAccess.name) capped at can_view_app")
+                warnings.append("projects[\(position)].public_access: \(project.publicAccess.name) capped at can_view_app")
             }
             for (k, grant) in project.grants.enumerated() {
                 grantCount += 1
@@ -257,14 +295,14 @@ public final class Snapshot: Sendable {
                 case .user(let id):
                     let u = userIds.lookup(id)
                     if u < 0 {
-                        warnings.append("projects[\(p)].grants[\(k)].user: unknown user '\(id)' skipped")
+                        warnings.append("projects[\(position)].grants[\(k)].user: unknown user '\(id)' skipped")
                         continue
                     }
                     userGrantPairs.append(UInt64(p) << 32 | UInt64(UInt32(u)) << 3 | UInt64(grant.level.rawValue))
                 case .group(let id):
                     let g = groupIds.lookup(id)
                     if g < 0 {
-                        warnings.append("projects[\(p)].grants[\(k)].group: unknown or built-in group '\(id)' skipped")
+                        warnings.append("projects[\(position)].grants[\(k)].group: unknown or built-in group '\(id)' skipped")
                         continue
                     }
                     groupGrantPairs.append(UInt64(p) << 32 | UInt64(UInt32(g)) << 3 | UInt64(grant.level.rawValue))
@@ -273,7 +311,7 @@ public final class Snapshot: Sendable {
             for (k, id) in project.assets.enumerated() {
                 let a = assetIds.lookup(id)
                 if a < 0 {
-                    warnings.append("projects[\(p)].assets[\(k)]: unknown asset '\(id)' skipped")
+                    warnings.append("projects[\(position)].assets[\(k)]: unknown asset '\(id)' skipped")
                     continue
                 }
                 projectAssetPairs.append(UInt64(p) << 32 | UInt64(UInt32(a)))
@@ -295,7 +333,146 @@ public final class Snapshot: Sendable {
         self.userGrants = FlatTable(userGrants)
         self.groupGrants = FlatTable(groupGrants)
         self.projectAssets = FlatTable(projectAssets)
+
+        // Reverse indexes for the lookups, by counting sorts over the tables above: walking
+        // projects (and users) in index order fills every list in index order.
+        do {
+            // Owned and directly granted projects, per user.
+            var start = [Int32](repeating: 0, count: userCount + 1)
+            for p in 0 ..< projectCount {
+                if projectOwner[p] >= 0 { start[Int(projectOwner[p]) + 1] += 1 }
+                for k in Int(userGrantStart[p]) ..< Int(userGrantStart[p + 1]) where userGrants[k] & 7 != 0 {
+                    start[Int(userGrants[k] >> 3) + 1] += 1
+                }
+            }
+            for u in 0 ..< userCount { start[u + 1] += start[u] }
+            var fill = start
+            var entries = [UInt32](repeating: 0, count: Int(start[userCount]))
+            for p in 0 ..< projectCount {
+                if projectOwner[p] >= 0 {
+                    let u = Int(projectOwner[p])
+                    entries[Int(fill[u])] = UInt32(p) << 3 | UInt32(Level.fullAccess.rawValue)
+                    fill[u] += 1
+                }
+                for k in Int(userGrantStart[p]) ..< Int(userGrantStart[p + 1]) where userGrants[k] & 7 != 0 {
+                    let u = Int(userGrants[k] >> 3)
+                    entries[Int(fill[u])] = UInt32(p) << 3 | (userGrants[k] & 7)
+                    fill[u] += 1
+                }
+            }
+            self.userProjectStart = FlatTable(start)
+            self.userProjects = FlatTable(entries)
+        }
+        do {
+            // Projects granting each level to each group.
+            var start = [Int32](repeating: 0, count: groupCount * 5 + 1)
+            for grant in groupGrants where grant & 7 != 0 {
+                start[Int(grant >> 3) * 5 + Int(grant & 7)] += 1
+            }
+            for slot in 0 ..< groupCount * 5 { start[slot + 1] += start[slot] }
+            var fill = start
+            var entries = [Int32](repeating: 0, count: Int(start[groupCount * 5]))
+            for p in 0 ..< projectCount {
+                for k in Int(groupGrantStart[p]) ..< Int(groupGrantStart[p + 1]) where groupGrants[k] & 7 != 0 {
+                    let slot = Int(groupGrants[k] >> 3) * 5 + Int(groupGrants[k] & 7) - 1
+                    entries[Int(fill[slot])] = Int32(p)
+                    fill[slot] += 1
+                }
+            }
+            self.groupProjectStart = FlatTable(start)
+            self.groupProjects = FlatTable(entries)
+        }
+        do {
+            // Members per group.
+            var start = [Int32](repeating: 0, count: groupCount + 1)
+            for g in userGroups { start[Int(g) + 1] += 1 }
+            for g in 0 ..< groupCount { start[g + 1] += start[g] }
+            var fill = start
+            var entries = [Int32](repeating: 0, count: userGroups.count)
+            for u in 0 ..< userCount {
+                for k in Int(userGroupStart[u]) ..< Int(userGroupStart[u + 1]) {
+                    let g = Int(userGroups[k])
+                    entries[Int(fill[g])] = Int32(u)
+                    fill[g] += 1
+                }
+            }
+            self.groupMemberStart = FlatTable(start)
+            self.groupMembers = FlatTable(entries)
+        }
+        do {
+            // The workspace and public shares, and the admins.
+            var start: [Int32] = [0]
+            var shared: [Int32] = []
+            for level in 1 ... 5 {
+                for p in 0 ..< projectCount where projectWorkspaceAccess[p].rawValue >= level { shared.append(Int32(p)) }
+                start.append(Int32(shared.count))
+            }
+            self.workspaceSharedStart = FlatTable(start)
+            self.workspaceShared = FlatTable(shared)
+            self.publicShared = FlatTable((0 ..< projectCount).filter { projectPublicAccess[$0] > .none }.map { Int32($0) })
+            self.admins = FlatTable((0 ..< userCount).filter { userRecords[$0].active && userRecords[$0].role == .admin }.map { Int32($0) })
+        }
         self.warnings = warnings
+    }
+
+    /// Interns `ids` in byte order. `order[i]` is the document position of index `i`,
+    /// `indexOf[position]` the index of a document position (-1 for a dropped duplicate), and
+    /// `duplicates` the document positions of later copies of an id, dropped.
+    private static func intern(_ ids: [String]) -> (index: IdIndex, order: [Int], indexOf: [Int32], duplicates: [Int]) {
+        // Sort positions by a big-endian 8-byte prefix, then the whole id, then position.
+        var arena: [UInt8] = []
+        arena.reserveCapacity(ids.count * 12)
+        var offsets: [Int] = [0]
+        offsets.reserveCapacity(ids.count + 1)
+        var prefixes: [UInt64] = []
+        prefixes.reserveCapacity(ids.count)
+        for id in ids {
+            var prefix: UInt64 = 0
+            var taken = 0
+            for byte in id.utf8 {
+                arena.append(byte)
+                if taken < 8 {
+                    prefix |= UInt64(byte) << (56 - 8 * UInt64(taken))
+                    taken += 1
+                }
+            }
+            offsets.append(arena.count)
+            prefixes.append(prefix)
+        }
+        var order = Array(ids.indices)
+        var duplicates: [Int] = []
+        arena.withUnsafeBufferPointer { bytes in
+            func compare(_ a: Int, _ b: Int) -> Int {
+                let aStart = offsets[a], aCount = offsets[a + 1] - aStart
+                let bStart = offsets[b], bCount = offsets[b + 1] - bStart
+                var i = 0
+                while i < aCount, i < bCount {
+                    let x = bytes[aStart + i], y = bytes[bStart + i]
+                    if x != y { return x < y ? -1 : 1 }
+                    i += 1
+                }
+                return aCount == bCount ? 0 : aCount < bCount ? -1 : 1
+            }
+            order.sort { a, b in
+                if prefixes[a] != prefixes[b] { return prefixes[a] < prefixes[b] }
+                let order = compare(a, b)
+                return order != 0 ? order < 0 : a < b
+            }
+            var kept: [Int] = []
+            kept.reserveCapacity(order.count)
+            for position in order {
+                if let last = kept.last, prefixes[last] == prefixes[position], compare(last, position) == 0 {
+                    duplicates.append(position)
+                } else {
+                    kept.append(position)
+                }
+            }
+            order = kept
+        }
+        duplicates.sort()
+        var indexOf = [Int32](repeating: -1, count: ids.count)
+        for (index, position) in order.enumerated() { indexOf[position] = Int32(index) }
+        return (IdIndex(order.map { ids[$0] }), order, indexOf, duplicates)
     }
 
     /// Sorts `(row << 32 | value)` pairs and returns CSR arrays with duplicates removed.
@@ -563,7 +740,16 @@ public final class Snapshot: Sendable {
         // Step 1: an unknown asset, then an unknown project, before anything about the user.
         guard asset.isKnown else { return AccessDecision(.none, .unknownAsset) }
         if let project, !project.isKnown { return AccessDecision(.none, .unknownProject) }
-        let a = Int(asset.raw)
+        return canUse(user, knownAsset: Int(asset.raw), inProject: project != nil) {
+            effectivePermission(user, project ?? .unknown).level
+        }
+    }
+
+    /// RULES.md §5 for a known asset (and, `inProject`, a known project whose
+    /// `EffectivePermission` for the user `projectLevel` gives, asked only when step 5 needs
+    /// it): shared by `canUse` and the asset lookup, which asks for the project's level once.
+    @inline(__always)
+    func canUse(_ user: UserKey, knownAsset a: Int, inProject: Bool, projectLevel: () -> Level) -> AccessDecision {
         var decision: AccessDecision
         if user == .unknown { return AccessDecision(.none, .unknownUser) }
         if user == .anonymous {
@@ -583,10 +769,10 @@ public final class Snapshot: Sendable {
                 decision = member.role.levelCap >= .canEdit ? AccessDecision(.use, .groupAccess) : AccessDecision(.view, .roleCannotUse)
             }
         }
-        guard decision.access > .none, let project else { return decision }
+        guard decision.access > .none, inProject else { return decision }
         // Step 5: using an asset in a project needs can_edit on it (an unknown project was
         // answered in step 1).
-        if decision.access == .use, effectivePermission(user, project).level < .canEdit {
+        if decision.access == .use, projectLevel() < .canEdit {
             return AccessDecision(.view, .projectNeedsCanEdit)
         }
         return decision
@@ -632,5 +818,8 @@ public final class Snapshot: Sendable {
         userIds.footprint + groupIds.footprint + assetIds.footprint + projectIds.footprint
             + users.footprint + userGroups.footprint + assets.footprint + assetGroups.footprint
             + projects.footprint + userGrants.footprint + groupGrants.footprint + projectAssets.footprint
+            + userProjectStart.footprint + userProjects.footprint + groupProjectStart.footprint
+            + groupProjects.footprint + groupMemberStart.footprint + groupMembers.footprint
+            + workspaceSharedStart.footprint + workspaceShared.footprint + publicShared.footprint + admins.footprint
     }
 }

@@ -5,6 +5,8 @@
 //   {"op":"seat_type","user":"u"}
 //   {"op":"capabilities","user":"u"}
 //
+// and the lookups (Lookup.swift: `list_projects`, `list_project_access`, `list_assets`).
+//
 // Answers are JSON objects that always name the snapshot version they came from. The same
 // answer rendering serves the local engine (`--db`) and the socket (`--socket`), so the
 // two paths print identical bytes.
@@ -34,7 +36,8 @@ public enum Query: Sendable, Equatable {
         case "can_use": allowed = ["op", "user", "asset", "project"]
         case "seat_type", "capabilities": allowed = ["op", "user"]
         default:
-            throw QueryError("unknown op '\(name)' (expected one of \(Query.operations.joined(separator: ", ")))")
+            let all = Query.operations + LookupKind.allCases.map(\.name)
+            throw QueryError("unknown op '\(name)' (expected one of \(all.joined(separator: ", ")))")
         }
         for member in object where !allowed.contains(member.key) && !ignored.contains(member.key) {
             throw QueryError("unknown field '\(member.key)' for op '\(name)'")

@@ -26,7 +26,7 @@ enum RequestProcessor {
                 WireResponse(callId: request.callId, snapshotVersion: result.snapshotVersion, answer: .status(result)))
         case .reload:
             return .reload
-        case .check, .batch:
+        case .check, .batch, .lookup:
             guard let snapshot, snapshot.version >= request.minSnapshotVersion else {
                 if request.minSnapshotVersion > 0 { return .waitForVersion(request.minSnapshotVersion) }
                 return .respond(unavailable(request, server.snapshots.current.lastLoadError))
@@ -40,7 +40,7 @@ enum RequestProcessor {
         }
     }
 
-    /// The answer to a check or batch from `snapshot` (which satisfies the request).
+    /// The answer to a check, batch or lookup from `snapshot` (which satisfies the request).
     static func answer(_ request: WireRequest, from snapshot: Snapshot) -> WireResponse {
         switch request.method {
         case .check(let check):
@@ -54,6 +54,15 @@ enum RequestProcessor {
                 results.append(evaluate(check, explain: request.explain, in: snapshot))
             }
             return WireResponse(callId: request.callId, snapshotVersion: snapshot.version, answer: .batch(results))
+        case .lookup(let lookup):
+            do {
+                return WireResponse(
+                    callId: request.callId, snapshotVersion: snapshot.version, answer: .lookup(try page(lookup, in: snapshot)))
+            } catch {
+                return WireResponse(
+                    callId: request.callId, error: WireError(.invalidArgument, "\(lookup.fieldPrefix).\(error)"),
+                    snapshotVersion: snapshot.version)
+            }
         case .status, .reload:
             return WireResponse(
                 callId: request.callId, error: WireError(.internal, "not a check: \(request.method)"),
@@ -159,6 +168,37 @@ enum RequestProcessor {
         var message = "no workspace snapshot is loaded"
         if let lastLoadError { message += " (last load error: \(lastLoadError))" }
         return WireResponse(callId: request.callId, error: WireError(.unavailable, message))
+    }
+
+    /// One page of a listing from `snapshot`; a bad page token or minimum is the engine's
+    /// `LookupError` (INVALID_ARGUMENT).
+    static func page(_ lookup: WireRequest.Lookup, in snapshot: Snapshot) throws(LookupError) -> WireResponse.LookupResult {
+        switch lookup {
+        case .projects(let query):
+            let page = try snapshot.listProjects(
+                user: query.user, minLevel: query.minLevel ?? .canViewApp, pageSize: Int(query.pageSize),
+                pageToken: query.pageToken)
+            return .projects(listing(page, ids: snapshot.projectIds) { .init(id: $0, level: $1.level, reason: $1.reason) })
+        case .projectAccess(let query):
+            let page = try snapshot.listProjectAccess(
+                project: query.project, minLevel: query.minLevel ?? .canViewApp, pageSize: Int(query.pageSize),
+                pageToken: query.pageToken)
+            return .projectAccess(listing(page, ids: snapshot.userIds) { .init(id: $0, level: $1.level, reason: $1.reason) })
+        case .assets(let query):
+            let page = try snapshot.listAssets(
+                user: query.user, project: query.project, minAccess: query.minAccess ?? .view,
+                pageSize: Int(query.pageSize), pageToken: query.pageToken)
+            return .assets(listing(page, ids: snapshot.assetIds) { .init(id: $0, access: $1.access, reason: $1.reason) })
+        }
+    }
+
+    private static func listing<Entry: LookupEntry, Item>(
+        _ page: LookupPage<Entry>, ids: IdIndex, _ item: (String, Entry) -> Item
+    ) -> WireResponse.Listing<Item> {
+        WireResponse.Listing(
+            items: page.entries.map { item(ids.id(at: $0.index), $0) }, nextPageToken: page.nextPageToken,
+            snapshotChanged: page.snapshotChanged, pageSize: UInt32(page.pageSize), pageSizeClamped: page.pageSizeClamped,
+            reason: page.reason)
     }
 
     /// One decision from `snapshot`.

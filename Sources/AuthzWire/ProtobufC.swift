@@ -94,6 +94,18 @@ struct ScratchArena: ~Copyable {
         if !string.isEmpty { field = cString(string) }
     }
 
+    /// `string`'s UTF-8 bytes, copied, as a protobuf-c bytes field (every byte is kept: a
+    /// bytes field has no terminator). Empty strings stay unset.
+    mutating func set(_ field: inout ProtobufCBinaryData, toBytesOf string: String) {
+        var string = string
+        string.withUTF8 { bytes in
+            guard let source = bytes.baseAddress, !bytes.isEmpty else { return }
+            let copy = allocate(UInt8.self, count: bytes.count)
+            copy.initialize(from: source, count: bytes.count)
+            field = ProtobufCBinaryData(len: bytes.count, data: copy)
+        }
+    }
+
     /// An array of `values.count` pointers to messages built by `make`.
     mutating func pointerArray<Element, Message>(
         _ values: [Element],
@@ -169,6 +181,12 @@ func swiftString(_ text: UnsafePointer<CChar>?) -> String {
     return String(cString: text)
 }
 
+/// A protobuf-c bytes field as a Swift string (invalid UTF-8 is repaired).
+func swiftString(_ data: ProtobufCBinaryData) -> String {
+    guard data.len > 0, let bytes = data.data else { return "" }
+    return String(decoding: UnsafeBufferPointer(start: bytes, count: data.len), as: UTF8.self)
+}
+
 /// Where a field sits in a request, for error messages; only spelled out on failure.
 struct FieldPath {
     /// The index of the batch check holding the field, if any.
@@ -203,6 +221,26 @@ func decodeIdentifier(
         }
     }
     return String(decoding: UnsafeRawBufferPointer(start: text, count: count), as: UTF8.self)
+}
+
+/// Reads an id sent as a protobuf `bytes` field (the lookups' ids) and checks it as
+/// `Identifier.isValid` does. Unlike a C string, a bytes field keeps every byte, so an id
+/// with a NUL inside is rejected (naming the byte) rather than read as its prefix.
+func decodeIdentifier(
+    _ data: ProtobufCBinaryData?, allowEmpty: Bool, field: @autoclosure () -> String
+) throws(WireError) -> String {
+    guard let data, data.len > 0, let bytes = data.data else {
+        if allowEmpty { return "" }
+        throw .invalidArgument("\(field()): the id is empty")
+    }
+    guard data.len <= Identifier.maxLength else {
+        throw .invalidArgument("\(field()): the id is longer than \(Identifier.maxLength) bytes")
+    }
+    for index in 0..<data.len where !Identifier.isAllowed(bytes[index]) {
+        throw .invalidArgument(
+            "\(field()): byte \(index) of the id is \(hex(bytes[index])); ids use only A-Z a-z 0-9 . _ : @ -")
+    }
+    return String(decoding: UnsafeBufferPointer(start: bytes, count: data.len), as: UTF8.self)
 }
 
 private func hex(_ byte: UInt8) -> String {

@@ -74,6 +74,38 @@ extension WireRequest {
             return .status
         case AUTHZ__V1__REQUEST__METHOD_RELOAD:
             return .reload
+        case AUTHZ__V1__REQUEST__METHOD_LIST_PROJECTS:
+            let query = request.list_projects?.pointee
+            return .lookup(
+                .projects(
+                    ListProjects(
+                        user: try decodeIdentifier(query?.user, allowEmpty: true, field: "list_projects.user"),
+                        minLevel: try decodeMinimum(
+                            query?.min_level, below: .canViewApp, field: "list_projects.min_level"),
+                        pageSize: query?.page_size ?? 0,
+                        pageToken: decodePageToken(query?.page_token))))
+        case AUTHZ__V1__REQUEST__METHOD_LIST_PROJECT_ACCESS:
+            let query = request.list_project_access?.pointee
+            return .lookup(
+                .projectAccess(
+                    ListProjectAccess(
+                        project: try decodeIdentifier(
+                            query?.project, allowEmpty: false, field: "list_project_access.project"),
+                        minLevel: try decodeMinimum(
+                            query?.min_level, below: .canViewApp, field: "list_project_access.min_level"),
+                        pageSize: query?.page_size ?? 0,
+                        pageToken: decodePageToken(query?.page_token))))
+        case AUTHZ__V1__REQUEST__METHOD_LIST_ASSETS:
+            let query = request.list_assets?.pointee
+            let project = try decodeIdentifier(query?.project, allowEmpty: true, field: "list_assets.project")
+            return .lookup(
+                .assets(
+                    ListAssets(
+                        user: try decodeIdentifier(query?.user, allowEmpty: true, field: "list_assets.user"),
+                        project: project.isEmpty ? nil : project,
+                        minAccess: try decodeMinimum(query?.min_access, below: .view, field: "list_assets.min_access"),
+                        pageSize: query?.page_size ?? 0,
+                        pageToken: decodePageToken(query?.page_token))))
         default:
             if let field = firstUnknownField(of: request.base, numberedAtLeast: 10) {
                 throw .unimplemented("request method field \(field) is not implemented by this server")
@@ -134,6 +166,27 @@ extension WireRequest {
                 query.project, allowEmpty: false, field: path("effective_permission.project")),
             requiredLevel: try decodeOptionalEnum(
                 query.required_level, as: Level.self, field: path("effective_permission.required_level")))
+    }
+
+    /// A lookup's optional minimum: UNSPECIFIED is nil; an unknown value or one below `least`
+    /// (RULES.md §8) is an error.
+    private static func decodeMinimum<E: ProtoMappedEnum & Comparable & NamedEnum>(
+        _ value: E.Proto?, below least: E, field: @autoclosure () -> String
+    ) throws(WireError) -> E? {
+        guard let value, let minimum = try decodeOptionalEnum(value, as: E.self, field: field()) else { return nil }
+        func spelled(_ value: E) -> String { "\(E.protoName.uppercased())_\(value.name.uppercased())" }
+        guard minimum >= least else {
+            throw .invalidArgument(
+                "\(field()): \(spelled(minimum)) is below \(spelled(least)), the least a listing can ask for")
+        }
+        return minimum
+    }
+
+    /// A page token as the engine reads it: opaque text, checked there (a token is
+    /// base64url, so any other byte makes it malformed; invalid UTF-8 becomes U+FFFD).
+    private static func decodePageToken(_ data: ProtobufCBinaryData?) -> String {
+        guard let data, data.len > 0, let bytes = data.data else { return "" }
+        return String(decoding: UnsafeBufferPointer(start: bytes, count: data.len), as: UTF8.self)
     }
 
     /// The `call_id` of a payload protobuf-c rejected: the last top-level field 1 read as a
@@ -216,6 +269,34 @@ extension WireRequest: FrameEncodable {
             authz__v1__reload__init(reload)
             request.pointee.method_case = AUTHZ__V1__REQUEST__METHOD_RELOAD
             request.pointee.reload = reload
+        case .lookup(.projects(let query)):
+            let message = arena.allocate(Authz__V1__ListProjects.self)
+            authz__v1__list_projects__init(message)
+            arena.set(&message.pointee.user, toBytesOf: query.user)
+            if let minimum = query.minLevel { message.pointee.min_level = minimum.proto }
+            message.pointee.page_size = query.pageSize
+            arena.set(&message.pointee.page_token, toBytesOf: query.pageToken)
+            request.pointee.method_case = AUTHZ__V1__REQUEST__METHOD_LIST_PROJECTS
+            request.pointee.list_projects = message
+        case .lookup(.projectAccess(let query)):
+            let message = arena.allocate(Authz__V1__ListProjectAccess.self)
+            authz__v1__list_project_access__init(message)
+            arena.set(&message.pointee.project, toBytesOf: query.project)
+            if let minimum = query.minLevel { message.pointee.min_level = minimum.proto }
+            message.pointee.page_size = query.pageSize
+            arena.set(&message.pointee.page_token, toBytesOf: query.pageToken)
+            request.pointee.method_case = AUTHZ__V1__REQUEST__METHOD_LIST_PROJECT_ACCESS
+            request.pointee.list_project_access = message
+        case .lookup(.assets(let query)):
+            let message = arena.allocate(Authz__V1__ListAssets.self)
+            authz__v1__list_assets__init(message)
+            arena.set(&message.pointee.user, toBytesOf: query.user)
+            arena.set(&message.pointee.project, toBytesOf: query.project ?? "")
+            if let minimum = query.minAccess { message.pointee.min_access = minimum.proto }
+            message.pointee.page_size = query.pageSize
+            arena.set(&message.pointee.page_token, toBytesOf: query.pageToken)
+            request.pointee.method_case = AUTHZ__V1__REQUEST__METHOD_LIST_ASSETS
+            request.pointee.list_assets = message
         }
         return request
     }

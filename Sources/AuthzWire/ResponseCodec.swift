@@ -64,8 +64,72 @@ extension WireResponse: FrameEncodable {
             reload.pointee.snapshot_version = result.snapshotVersion
             response.pointee.result_case = AUTHZ__V1__RESPONSE__RESULT_RELOAD_RESULT
             response.pointee.reload_result = reload
+        case .lookup(.projects(let listing)):
+            response.pointee.result_case = AUTHZ__V1__RESPONSE__RESULT_LIST_PROJECTS_RESULT
+            response.pointee.list_projects_result = Self.build(listing, in: &arena)
+        case .lookup(.projectAccess(let listing)):
+            response.pointee.result_case = AUTHZ__V1__RESPONSE__RESULT_LIST_PROJECT_ACCESS_RESULT
+            response.pointee.list_project_access_result = Self.build(listing, in: &arena)
+        case .lookup(.assets(let listing)):
+            response.pointee.result_case = AUTHZ__V1__RESPONSE__RESULT_LIST_ASSETS_RESULT
+            response.pointee.list_assets_result = Self.build(listing, in: &arena)
         }
         return response
+    }
+
+    private static func build(
+        _ listing: Listing<LevelItem>, in arena: inout ScratchArena
+    ) -> UnsafeMutablePointer<Authz__V1__LevelListing> {
+        let message = arena.allocate(Authz__V1__LevelListing.self)
+        authz__v1__level_listing__init(message)
+        if !listing.items.isEmpty {
+            // The items in one array, then the pointer array protobuf-c wants.
+            let items = arena.allocate(Authz__V1__LevelItem.self, count: listing.items.count)
+            let pointers = arena.allocate(UnsafeMutablePointer<Authz__V1__LevelItem>?.self, count: listing.items.count)
+            for (index, item) in listing.items.enumerated() {
+                let entry = items + index
+                authz__v1__level_item__init(entry)
+                arena.set(&entry.pointee.id, to: item.id)
+                entry.pointee.level = item.level.proto
+                entry.pointee.reason = item.reason.proto
+                (pointers + index).initialize(to: entry)
+            }
+            message.pointee.n_items = listing.items.count
+            message.pointee.items = pointers
+        }
+        arena.set(&message.pointee.next_page_token, toBytesOf: listing.nextPageToken)
+        message.pointee.snapshot_changed = listing.snapshotChanged ? 1 : 0
+        message.pointee.page_size = listing.pageSize
+        message.pointee.page_size_clamped = listing.pageSizeClamped ? 1 : 0
+        if let reason = listing.reason { message.pointee.reason = reason.proto }
+        return message
+    }
+
+    private static func build(
+        _ listing: Listing<AccessItem>, in arena: inout ScratchArena
+    ) -> UnsafeMutablePointer<Authz__V1__AccessListing> {
+        let message = arena.allocate(Authz__V1__AccessListing.self)
+        authz__v1__access_listing__init(message)
+        if !listing.items.isEmpty {
+            let items = arena.allocate(Authz__V1__AccessItem.self, count: listing.items.count)
+            let pointers = arena.allocate(UnsafeMutablePointer<Authz__V1__AccessItem>?.self, count: listing.items.count)
+            for (index, item) in listing.items.enumerated() {
+                let entry = items + index
+                authz__v1__access_item__init(entry)
+                arena.set(&entry.pointee.id, to: item.id)
+                entry.pointee.access = item.access.proto
+                entry.pointee.reason = item.reason.proto
+                (pointers + index).initialize(to: entry)
+            }
+            message.pointee.n_items = listing.items.count
+            message.pointee.items = pointers
+        }
+        arena.set(&message.pointee.next_page_token, toBytesOf: listing.nextPageToken)
+        message.pointee.snapshot_changed = listing.snapshotChanged ? 1 : 0
+        message.pointee.page_size = listing.pageSize
+        message.pointee.page_size_clamped = listing.pageSizeClamped ? 1 : 0
+        if let reason = listing.reason { message.pointee.reason = reason.proto }
+        return message
     }
 
     private static func build(
@@ -236,9 +300,57 @@ extension WireResponse {
                     requestsServed: result.requests_served))
         case AUTHZ__V1__RESPONSE__RESULT_RELOAD_RESULT:
             return .reload(ReloadResult(snapshotVersion: response.reload_result?.pointee.snapshot_version ?? 0))
+        case AUTHZ__V1__RESPONSE__RESULT_LIST_PROJECTS_RESULT:
+            return .lookup(.projects(try decode(response.list_projects_result, "list_projects_result")))
+        case AUTHZ__V1__RESPONSE__RESULT_LIST_PROJECT_ACCESS_RESULT:
+            return .lookup(.projectAccess(try decode(response.list_project_access_result, "list_project_access_result")))
+        case AUTHZ__V1__RESPONSE__RESULT_LIST_ASSETS_RESULT:
+            return .lookup(.assets(try decode(response.list_assets_result, "list_assets_result")))
         default:
             return nil
         }
+    }
+
+    private static func decode(
+        _ message: UnsafeMutablePointer<Authz__V1__LevelListing>?, _ field: @autoclosure () -> String
+    ) throws(WireError) -> Listing<LevelItem> {
+        guard let listing = message?.pointee else { throw .internal("\(field()): missing") }
+        var items: [LevelItem] = []
+        items.reserveCapacity(listing.n_items)
+        for index in 0..<listing.n_items {
+            guard let item = listing.items[index]?.pointee else { throw .internal("\(field()).items[\(index)]: missing") }
+            items.append(
+                LevelItem(
+                    id: swiftString(item.id),
+                    level: try decodeRequiredEnum(item.level, field: field() + ".items[\(index)].level"),
+                    reason: try decodeRequiredEnum(item.reason, field: field() + ".items[\(index)].reason")))
+        }
+        return Listing(
+            items: items, nextPageToken: swiftString(listing.next_page_token),
+            snapshotChanged: listing.snapshot_changed != 0, pageSize: listing.page_size,
+            pageSizeClamped: listing.page_size_clamped != 0,
+            reason: listing.reason.rawValue == 0 ? nil : try decodeRequiredEnum(listing.reason, field: field() + ".reason"))
+    }
+
+    private static func decode(
+        _ message: UnsafeMutablePointer<Authz__V1__AccessListing>?, _ field: @autoclosure () -> String
+    ) throws(WireError) -> Listing<AccessItem> {
+        guard let listing = message?.pointee else { throw .internal("\(field()): missing") }
+        var items: [AccessItem] = []
+        items.reserveCapacity(listing.n_items)
+        for index in 0..<listing.n_items {
+            guard let item = listing.items[index]?.pointee else { throw .internal("\(field()).items[\(index)]: missing") }
+            items.append(
+                AccessItem(
+                    id: swiftString(item.id),
+                    access: try decodeRequiredEnum(item.access, field: field() + ".items[\(index)].access"),
+                    reason: try decodeRequiredEnum(item.reason, field: field() + ".items[\(index)].reason")))
+        }
+        return Listing(
+            items: items, nextPageToken: swiftString(listing.next_page_token),
+            snapshotChanged: listing.snapshot_changed != 0, pageSize: listing.page_size,
+            pageSizeClamped: listing.page_size_clamped != 0,
+            reason: listing.reason.rawValue == 0 ? nil : try decodeRequiredEnum(listing.reason, field: field() + ".reason"))
     }
 
     private static func decode(_ message: Authz__V1__CheckResult?, _ field: @autoclosure () -> String)

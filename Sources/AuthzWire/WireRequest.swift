@@ -46,6 +46,70 @@ public struct WireRequest: Sendable, Hashable {
         case status
         /// Reload the snapshot now.
         case reload
+        /// One page of a listing (RULES.md §8).
+        case lookup(Lookup)
+    }
+
+    /// A lookup: one page of ListProjects, ListProjectAccess or ListAssets.
+    public enum Lookup: Sendable, Hashable {
+        case projects(ListProjects)
+        case projectAccess(ListProjectAccess)
+        case assets(ListAssets)
+    }
+
+    /// `ListProjects(user, min_level)`: the projects `user` can open.
+    public struct ListProjects: Sendable, Hashable {
+        /// Empty: the anonymous web viewer.
+        public var user: String
+        /// nil: `can_view_app` (UNSPECIFIED on the wire).
+        public var minLevel: Level?
+        /// 0: the server's default.
+        public var pageSize: UInt32
+        /// Empty: the first page.
+        public var pageToken: String
+
+        public init(user: String, minLevel: Level? = nil, pageSize: UInt32 = 0, pageToken: String = "") {
+            self.user = user
+            self.minLevel = minLevel
+            self.pageSize = pageSize
+            self.pageToken = pageToken
+        }
+    }
+
+    /// `ListProjectAccess(project, min_level)`: the users who can open `project`.
+    public struct ListProjectAccess: Sendable, Hashable {
+        public var project: String
+        /// nil: `can_view_app` (UNSPECIFIED on the wire).
+        public var minLevel: Level?
+        public var pageSize: UInt32
+        public var pageToken: String
+
+        public init(project: String, minLevel: Level? = nil, pageSize: UInt32 = 0, pageToken: String = "") {
+            self.project = project
+            self.minLevel = minLevel
+            self.pageSize = pageSize
+            self.pageToken = pageToken
+        }
+    }
+
+    /// `ListAssets(user, project?, min_access)`: the assets `user` can use (in `project`).
+    public struct ListAssets: Sendable, Hashable {
+        /// Empty: the anonymous web viewer.
+        public var user: String
+        /// nil: not in a project (empty on the wire).
+        public var project: String?
+        /// nil: `view` (UNSPECIFIED on the wire).
+        public var minAccess: Access?
+        public var pageSize: UInt32
+        public var pageToken: String
+
+        public init(user: String, project: String? = nil, minAccess: Access? = nil, pageSize: UInt32 = 0, pageToken: String = "") {
+            self.user = user
+            self.project = project
+            self.minAccess = minAccess
+            self.pageSize = pageSize
+            self.pageToken = pageToken
+        }
     }
 
     /// One decision: a request method on its own, or an element of a batch.
@@ -100,6 +164,17 @@ public struct WireRequest: Sendable, Hashable {
         /// false when no level was required.
         public func allowed(_ level: Level) -> Bool {
             requiredLevel.map { level >= $0 } ?? false
+        }
+    }
+}
+
+extension WireRequest.Lookup {
+    /// The request field holding the lookup (`list_projects`, …), for error messages.
+    public var fieldPrefix: String {
+        switch self {
+        case .projects: "list_projects"
+        case .projectAccess: "list_project_access"
+        case .assets: "list_assets"
         }
     }
 }

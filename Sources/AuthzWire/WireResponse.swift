@@ -56,6 +56,70 @@ public struct WireResponse: Sendable, Hashable {
         case batch([CheckResult])
         case status(StatusResult)
         case reload(ReloadResult)
+        /// One page of a listing.
+        case lookup(LookupResult)
+    }
+
+    /// The answer to one `WireRequest.Lookup`.
+    public enum LookupResult: Sendable, Hashable {
+        case projects(Listing<LevelItem>)
+        case projectAccess(Listing<LevelItem>)
+        case assets(Listing<AccessItem>)
+    }
+
+    /// One page of a listing (`LevelListing` / `AccessListing` on the wire).
+    public struct Listing<Item: Sendable & Hashable>: Sendable, Hashable {
+        /// In id order.
+        public var items: [Item]
+        /// Empty when the listing is complete.
+        public var nextPageToken: String
+        /// The request's token came from another snapshot version.
+        public var snapshotChanged: Bool
+        /// The page size applied.
+        public var pageSize: UInt32
+        /// The requested page size was over the maximum and was clamped.
+        public var pageSizeClamped: Bool
+        /// Why the listing is empty whatever the pages (unknown or inactive user, unknown
+        /// project); nil otherwise (UNSPECIFIED on the wire).
+        public var reason: Reason?
+
+        public init(
+            items: [Item], nextPageToken: String = "", snapshotChanged: Bool = false, pageSize: UInt32,
+            pageSizeClamped: Bool = false, reason: Reason? = nil
+        ) {
+            self.items = items
+            self.nextPageToken = nextPageToken
+            self.snapshotChanged = snapshotChanged
+            self.pageSize = pageSize
+            self.pageSizeClamped = pageSizeClamped
+            self.reason = reason
+        }
+    }
+
+    /// A listed project or user and its EffectivePermission.
+    public struct LevelItem: Sendable, Hashable {
+        public var id: String
+        public var level: Level
+        public var reason: Reason
+
+        public init(id: String, level: Level, reason: Reason) {
+            self.id = id
+            self.level = level
+            self.reason = reason
+        }
+    }
+
+    /// A listed asset and its CanUse access.
+    public struct AccessItem: Sendable, Hashable {
+        public var id: String
+        public var access: Access
+        public var reason: Reason
+
+        public init(id: String, access: Access, reason: Reason) {
+            self.id = id
+            self.access = access
+            self.reason = reason
+        }
     }
 
     /// The answer to one `WireRequest.Check`.

@@ -104,7 +104,11 @@ struct Check: AsyncParsableCommand {
         discussion: """
             Queries: {"op":"effective_permission","user":"u","project":"p"}, \
             {"op":"can_use","user":"u","asset":"a","project":"p"} (project optional), \
-            {"op":"seat_type","user":"u"}, {"op":"capabilities","user":"u"}. \
+            {"op":"seat_type","user":"u"}, {"op":"capabilities","user":"u"}; lookups \
+            {"op":"list_projects","user":"u"}, {"op":"list_project_access","project":"p"}, \
+            {"op":"list_assets","user":"u","project":"p"} (project optional), each with optional \
+            "min_level" (or "min_access"), "page_size", "page_token" and "all": one line per \
+            page, or with "all":true one line per item of every page. \
             With --db the snapshot is loaded once, read-only, and answered locally; with \
             --socket every query is asked of a running authzd (pipelined on one connection). \
             Both print identical lines. A malformed line gets {"error":"…"} and the rest go \
@@ -126,11 +130,11 @@ struct Check: AsyncParsableCommand {
         if let socket {
             try await answerOverSocket(socket)
         } else if let db {
-            try answerLocally(db)
+            try await answerLocally(db)
         }
     }
 
-    private func answerLocally(_ path: String) throws {
+    private func answerLocally(_ path: String) async throws {
         let snapshot: Snapshot
         do {
             snapshot = try SnapshotLoader.load(path: path)
@@ -140,15 +144,20 @@ struct Check: AsyncParsableCommand {
         }
         for warning in snapshot.warnings { IO.printError("warning: \(warning)") }
         var output = IO.Output(fd: 1)
-        IO.forEachLine(fd: 0) { line in
-            let answer: JSONValue
-            switch Result(catching: { () throws(QueryError) in try Query(line: line) }) {
-            case .success(let query): answer = Answer(query, snapshot: snapshot).json
-            case .failure(let error): answer = errorLine(error.message)
+        var lines = IO.LineReader(fd: 0)
+        while let chunk = lines.nextChunk() {
+            for line in chunk {
+                let answers: [JSONValue]
+                switch Result(catching: { () throws(QueryError) in try Question(line: line) }) {
+                case .success(.check(let query)): answers = [Answer(query, snapshot: snapshot).json]
+                case .success(.lookup(let lookup)): answers = await lookup.lines { lookup.page(snapshot, token: $0) }
+                case .failure(let error): answers = [errorLine(error.message)]
+                }
+                for answer in answers {
+                    answer.append(to: &output.buffer)
+                    output.buffer.append(UInt8(ascii: "\n"))
+                }
             }
-            answer.append(to: &output.buffer)
-            output.buffer.append(UInt8(ascii: "\n"))
-        } afterChunk: {
             output.flush()
         }
         output.flush()
@@ -163,31 +172,34 @@ struct Check: AsyncParsableCommand {
             throw ExitCode(1)
         }
         var output = IO.Output(fd: 1)
-        var pending: [Result<Query, QueryError>] = []
-        // Each input chunk's queries are sent together (pipelined) and printed in order.
+        var pending: [Result<Question, QueryError>] = []
+        // Each input chunk's queries are sent together (pipelined) and printed in order; a
+        // lookup following its pages asks for them one after the other.
         func answerPending() async {
-            let answers = await withTaskGroup(of: (Int, JSONValue).self) { group in
+            let answers = await withTaskGroup(of: (Int, [JSONValue]).self) { group in
                 for (index, parsed) in pending.enumerated() {
                     group.addTask {
                         switch parsed {
                         case .failure(let error):
-                            return (index, errorLine(error.message))
-                        case .success(let query):
+                            return (index, [errorLine(error.message)])
+                        case .success(.lookup(let lookup)):
+                            return (index, await lookup.lines { await client.page(lookup, token: $0) })
+                        case .success(.check(let query)):
                             do {
-                                return (index, try await client.answer(query).json)
+                                return (index, [try await client.answer(query).json])
                             } catch let error as AuthzClientError {
-                                return (index, errorLine("\(error.code.name): \(error.message)"))
+                                return (index, [errorLine("\(error.code.name): \(error.message)")])
                             } catch {
-                                return (index, errorLine("\(error)"))
+                                return (index, [errorLine("\(error)")])
                             }
                         }
                     }
                 }
-                var answers = [JSONValue](repeating: .null, count: pending.count)
+                var answers = [[JSONValue]](repeating: [], count: pending.count)
                 for await (index, answer) in group { answers[index] = answer }
                 return answers
             }
-            for answer in answers {
+            for answer in answers.joined() {
                 answer.append(to: &output.buffer)
                 output.buffer.append(UInt8(ascii: "\n"))
             }
@@ -197,7 +209,7 @@ struct Check: AsyncParsableCommand {
         var lines = IO.LineReader(fd: 0)
         while let chunk = lines.nextChunk() {
             for line in chunk {
-                pending.append(Result { () throws(QueryError) in try Query(line: line) })
+                pending.append(Result { () throws(QueryError) in try Question(line: line) })
             }
             await answerPending()
         }

@@ -109,14 +109,4 @@ enum IO {
             }
         }
     }
-
-    /// Calls `body` for each non-blank line read from `fd`, and `afterChunk` after each
-    /// chunk's lines.
-    static func forEachLine(fd: Int32, _ body: (ArraySlice<UInt8>) -> Void, afterChunk: () -> Void) {
-        var reader = LineReader(fd: fd)
-        while let lines = reader.nextChunk() {
-            for line in lines { body(line) }
-            afterChunk()
-        }
-    }
 }

@@ -60,9 +60,12 @@ struct SnapshotTests {
         #expect(snapshot.projectCount == 4)
         #expect(snapshot.grantCount == 7)
         #expect(snapshot.warnings.isEmpty)
-        // Assets are indexed in id order.
+        // Every kind is indexed in id (byte) order.
         #expect(snapshot.assetIds.ids == ["a-b-locked", "a-data", "a-guests", "a-public", "a-z-open"])
-        #expect(snapshot.userIds.index(of: "u-viewer") == 3)
+        #expect(snapshot.userIds.ids == ["u-admin", "u-dir", "u-dir-plain", "u-domain", "u-editor", "u-explorer", "u-guest", "u-off", "u-viewer"])
+        #expect(snapshot.projectIds.ids == ["p-app", "p-locked", "p-main", "p-none"])
+        #expect(snapshot.groupIds.ids == ["g-data", "g-dir-admins", "g-dir-editors", "g-empty"])
+        #expect(snapshot.userIds.index(of: "u-viewer") == 8)
         #expect(snapshot.userIds.index(of: "u-nobody") == nil)
         #expect(snapshot.userKey("") == .anonymous)
         #expect(snapshot.userKey("nope") == .unknown)

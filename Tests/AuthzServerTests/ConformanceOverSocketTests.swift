@@ -28,7 +28,22 @@ struct ConformanceOverSocketTests {
         try await withServer(workspace: workspace) { server in
             let local = try SnapshotLoader.load(path: server.configuration.databasePath)
             let client = try await server.client()
-            let queries = try scenario.checks.map { try Conformance.query(of: $0) }
+            let questions = try scenario.checks.map { try Conformance.query(of: $0) }
+            // Lookups (RULES.md §8): the complete listing over the socket, page by page.
+            for (index, question) in questions.enumerated() {
+                guard case .lookup(let lookup) = question else { continue }
+                let check = scenario.checks[index]
+                let json = await lookup.completeListing { await client.page(lookup, token: $0) }
+                let problems = Conformance.mismatches(expect: check["expect"] ?? .null, answer: json)
+                #expect(problems.isEmpty, "\(fileName) checks[\(index)] \(check): \(problems.joined(separator: "; "))")
+                let expected = await Conformance.answer(question, snapshot: local)
+                #expect(json == expected, "\(fileName) checks[\(index)]: socket \(json) vs local \(expected)")
+            }
+            let checks: [(index: Int, query: Query)] = questions.enumerated().compactMap { index, question in
+                guard case .check(let query) = question else { return nil }
+                return (index, query)
+            }
+            let queries = checks.map(\.query)
             // All checks at once: pipelined on one connection.
             let answers = try await withThrowingTaskGroup(of: (Int, Answer).self) { group in
                 for (index, query) in queries.enumerated() {
@@ -38,17 +53,18 @@ struct ConformanceOverSocketTests {
                 for try await (index, answer) in group { answers[index] = answer }
                 return answers
             }
-            for (index, check) in scenario.checks.enumerated() {
+            for (index, (checkIndex, _)) in checks.enumerated() {
+                let check = scenario.checks[checkIndex]
                 guard let answer = answers[index] else {
-                    Issue.record("\(fileName) checks[\(index)]: no answer")
+                    Issue.record("\(fileName) checks[\(checkIndex)]: no answer")
                     continue
                 }
                 let json = answer.json
                 #expect(answer.snapshotVersion == local.version)
                 let problems = Conformance.mismatches(expect: check["expect"] ?? .null, answer: json)
-                #expect(problems.isEmpty, "\(fileName) checks[\(index)] \(check): \(problems.joined(separator: "; "))")
+                #expect(problems.isEmpty, "\(fileName) checks[\(checkIndex)] \(check): \(problems.joined(separator: "; "))")
                 let expected = Answer(queries[index], snapshot: local).json
-                #expect(json == expected, "\(fileName) checks[\(index)]: socket \(json) vs local \(expected)")
+                #expect(json == expected, "\(fileName) checks[\(checkIndex)]: socket \(json) vs local \(expected)")
             }
             // The same checks as one batch, from one snapshot.
             let batch = try await client.batch(queries.map { WireRequest.Check(query: $0) }, explain: true)

@@ -18,7 +18,7 @@ struct ConformanceTests {
     }
 
     @Test(arguments: Conformance.fileNames())
-    func scenario(_ fileName: String) throws {
+    func scenario(_ fileName: String) async throws {
         let scenario = try Conformance.load(fileName)
         let scratch = try TemporaryDirectory()
 
@@ -31,8 +31,8 @@ struct ConformanceTests {
             #expect(snapshot.version == version)
             #expect(snapshot.warnings.isEmpty, "\(snapshot.warnings)")
             for (index, check) in scenario.checks.enumerated() {
-                let query = try Conformance.query(of: check)
-                let answer = Answer(query, snapshot: snapshot).json
+                let question = try Conformance.query(of: check)
+                let answer = await Conformance.answer(question, snapshot: snapshot)
                 #expect(answer["snapshot_version"] == .number(Double(version)))
                 let problems = Conformance.mismatches(expect: check["expect"] ?? .null, answer: answer)
                 #expect(problems.isEmpty, "\(fileName) checks[\(index)] \(check): \(problems.joined(separator: "; "))")
@@ -56,6 +56,45 @@ struct ConformanceTests {
             }
             #expect(try store.snapshotVersion() == before)
         }
+    }
+}
+
+/// The conformance files may hold lookups (RULES.md §8): a check with op `list_projects`,
+/// `list_project_access` or `list_assets` expects the complete listing's `items` (or its
+/// `reason`). None of the shared files has one yet, so this scenario shows the runner reads
+/// them the way it reads the others.
+@Suite("Conformance lookups")
+struct ConformanceLookupTests {
+    @Test func lookupChecksAreAnsweredWithTheCompleteListing() async throws {
+        let document = try JSONValue.parse(Array(#"""
+            {"workspace": {"plan": "team"},
+             "users": [{"id": "ann", "email": "ann@x.io", "origin": "manual", "role": "editor"},
+                       {"id": "bob", "email": "bob@x.io", "origin": "manual", "role": "viewer"}],
+             "assets": [{"id": "dc", "kind": "data_connection", "name": "DC"}],
+             "projects": [{"id": "p2", "owner": "ann", "workspace_access": "can_view"},
+                          {"id": "p1", "grants": [{"user": "bob", "level": "can_edit"}]}]}
+            """#.utf8))
+        let scratch = try TemporaryDirectory()
+        let path = scratch.path("lookups.db")
+        _ = try WorkspaceStore.open(path: path, create: true).importWorkspace(try WorkspaceDocument.decode(document))
+        let snapshot = try SnapshotLoader.load(path: path)
+        let checks = [
+            #"{"op":"list_projects","user":"bob","expect":{"items":[{"id":"p1","level":"can_view","reason":"role_cap"},{"id":"p2","level":"can_view","reason":"workspace_share"}]}}"#,
+            #"{"op":"list_project_access","project":"p2","min_level":"full_access","expect":{"items":[{"id":"ann","level":"full_access","reason":"owner"}]}}"#,
+            #"{"op":"list_assets","user":"bob","expect":{"items":[{"id":"dc","access":"view","reason":"role_cannot_use"}]}}"#,
+            #"{"op":"list_projects","user":"zed","expect":{"items":[],"reason":"unknown_user"}}"#,
+        ]
+        for check in checks {
+            let json = try JSONValue.parse(Array(check.utf8))
+            let answer = await Conformance.answer(try Conformance.query(of: json), snapshot: snapshot)
+            let problems = Conformance.mismatches(expect: json["expect"] ?? .null, answer: answer)
+            #expect(problems.isEmpty, "\(check): \(problems)")
+            #expect(answer["snapshot_version"] == .number(Double(snapshot.version)))
+        }
+        // A wrong expectation is caught.
+        let wrong = try JSONValue.parse(Array(#"{"op":"list_projects","user":"ann","expect":{"items":[]}}"#.utf8))
+        let answer = await Conformance.answer(try Conformance.query(of: wrong), snapshot: snapshot)
+        #expect(!Conformance.mismatches(expect: wrong["expect"] ?? .null, answer: answer).isEmpty)
     }
 }
 

@@ -108,10 +108,10 @@ struct RequestCodecTests {
     }
 
     @Test func anUnknownMethodFieldIsUnimplemented() throws {
-        let error = try #require(requestError(PB.varint(1, 5) + PB.bytes(17, PB.string(1, "u"))))
+        let error = try #require(requestError(PB.varint(1, 5) + PB.bytes(30, PB.string(1, "u"))))
         #expect(error.callId == 5)
         #expect(error.error.code == .unimplemented)
-        #expect(error.error.message.contains("17"))
+        #expect(error.error.message.contains("30"))
 
         // An unknown header field (below 10) is ignored.
         let ignored = try decodeRequest(PB.varint(1, 5) + PB.varint(7, 1) + PB.bytes(15, [])).get()

@@ -2,6 +2,7 @@
 // Shared by the conformance runners (engine through SQLite, and over the socket).
 
 public import AuthzDocument
+public import AuthzEngine
 public import AuthzQuery
 public import Foundation
 
@@ -74,9 +75,20 @@ public enum Conformance {
         return scenario
     }
 
-    /// The query of a check (its `expect` stripped).
-    public static func query(of check: JSONValue) throws -> Query {
-        try Query(json: check, ignoring: ["expect"])
+    /// The question of a check (its `expect` stripped): a decision, or a lookup
+    /// (`list_projects`, `list_project_access`, `list_assets`).
+    public static func query(of check: JSONValue) throws -> Question {
+        try Question(json: check, ignoring: ["expect"])
+    }
+
+    /// The answer object of a question from `snapshot`; for a lookup, the complete listing
+    /// (every page followed): `{"items":[…],"snapshot_version":N}`, plus `"reason"` when the
+    /// subject is unknown or inactive, so a check can expect `items` (or `reason`).
+    public static func answer(_ question: Question, snapshot: Snapshot) async -> JSONValue {
+        switch question {
+        case .check(let query): Answer(query, snapshot: snapshot).json
+        case .lookup(let lookup): await lookup.completeListing { lookup.page(snapshot, token: $0) }
+        }
     }
 
     /// Every way `answer` (an `authzctl check` answer object) disagrees with `expect`.

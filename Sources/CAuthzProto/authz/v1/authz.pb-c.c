@@ -282,6 +282,141 @@ void   authz__v1__batch__free_unpacked
   assert(message->base.descriptor == &authz__v1__batch__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   authz__v1__list_projects__init
+                     (Authz__V1__ListProjects         *message)
+{
+  static const Authz__V1__ListProjects init_value = AUTHZ__V1__LIST_PROJECTS__INIT;
+  *message = init_value;
+}
+size_t authz__v1__list_projects__get_packed_size
+                     (const Authz__V1__ListProjects *message)
+{
+  assert(message->base.descriptor == &authz__v1__list_projects__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t authz__v1__list_projects__pack
+                     (const Authz__V1__ListProjects *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &authz__v1__list_projects__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t authz__v1__list_projects__pack_to_buffer
+                     (const Authz__V1__ListProjects *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &authz__v1__list_projects__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Authz__V1__ListProjects *
+       authz__v1__list_projects__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Authz__V1__ListProjects *)
+     protobuf_c_message_unpack (&authz__v1__list_projects__descriptor,
+                                allocator, len, data);
+}
+void   authz__v1__list_projects__free_unpacked
+                     (Authz__V1__ListProjects *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &authz__v1__list_projects__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   authz__v1__list_project_access__init
+                     (Authz__V1__ListProjectAccess         *message)
+{
+  static const Authz__V1__ListProjectAccess init_value = AUTHZ__V1__LIST_PROJECT_ACCESS__INIT;
+  *message = init_value;
+}
+size_t authz__v1__list_project_access__get_packed_size
+                     (const Authz__V1__ListProjectAccess *message)
+{
+  assert(message->base.descriptor == &authz__v1__list_project_access__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t authz__v1__list_project_access__pack
+                     (const Authz__V1__ListProjectAccess *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &authz__v1__list_project_access__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t authz__v1__list_project_access__pack_to_buffer
+                     (const Authz__V1__ListProjectAccess *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &authz__v1__list_project_access__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Authz__V1__ListProjectAccess *
+       authz__v1__list_project_access__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Authz__V1__ListProjectAccess *)
+     protobuf_c_message_unpack (&authz__v1__list_project_access__descriptor,
+                                allocator, len, data);
+}
+void   authz__v1__list_project_access__free_unpacked
+                     (Authz__V1__ListProjectAccess *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &authz__v1__list_project_access__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   authz__v1__list_assets__init
+                     (Authz__V1__ListAssets         *message)
+{
+  static const Authz__V1__ListAssets init_value = AUTHZ__V1__LIST_ASSETS__INIT;
+  *message = init_value;
+}
+size_t authz__v1__list_assets__get_packed_size
+                     (const Authz__V1__ListAssets *message)
+{
+  assert(message->base.descriptor == &authz__v1__list_assets__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t authz__v1__list_assets__pack
+                     (const Authz__V1__ListAssets *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &authz__v1__list_assets__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t authz__v1__list_assets__pack_to_buffer
+                     (const Authz__V1__ListAssets *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &authz__v1__list_assets__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Authz__V1__ListAssets *
+       authz__v1__list_assets__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Authz__V1__ListAssets *)
+     protobuf_c_message_unpack (&authz__v1__list_assets__descriptor,
+                                allocator, len, data);
+}
+void   authz__v1__list_assets__free_unpacked
+                     (Authz__V1__ListAssets *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &authz__v1__list_assets__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   authz__v1__status__init
                      (Authz__V1__Status         *message)
 {
@@ -822,6 +957,186 @@ void   authz__v1__status_result__free_unpacked
   assert(message->base.descriptor == &authz__v1__status_result__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   authz__v1__level_item__init
+                     (Authz__V1__LevelItem         *message)
+{
+  static const Authz__V1__LevelItem init_value = AUTHZ__V1__LEVEL_ITEM__INIT;
+  *message = init_value;
+}
+size_t authz__v1__level_item__get_packed_size
+                     (const Authz__V1__LevelItem *message)
+{
+  assert(message->base.descriptor == &authz__v1__level_item__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t authz__v1__level_item__pack
+                     (const Authz__V1__LevelItem *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &authz__v1__level_item__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t authz__v1__level_item__pack_to_buffer
+                     (const Authz__V1__LevelItem *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &authz__v1__level_item__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Authz__V1__LevelItem *
+       authz__v1__level_item__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Authz__V1__LevelItem *)
+     protobuf_c_message_unpack (&authz__v1__level_item__descriptor,
+                                allocator, len, data);
+}
+void   authz__v1__level_item__free_unpacked
+                     (Authz__V1__LevelItem *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &authz__v1__level_item__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   authz__v1__level_listing__init
+                     (Authz__V1__LevelListing         *message)
+{
+  static const Authz__V1__LevelListing init_value = AUTHZ__V1__LEVEL_LISTING__INIT;
+  *message = init_value;
+}
+size_t authz__v1__level_listing__get_packed_size
+                     (const Authz__V1__LevelListing *message)
+{
+  assert(message->base.descriptor == &authz__v1__level_listing__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t authz__v1__level_listing__pack
+                     (const Authz__V1__LevelListing *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &authz__v1__level_listing__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t authz__v1__level_listing__pack_to_buffer
+                     (const Authz__V1__LevelListing *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &authz__v1__level_listing__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Authz__V1__LevelListing *
+       authz__v1__level_listing__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Authz__V1__LevelListing *)
+     protobuf_c_message_unpack (&authz__v1__level_listing__descriptor,
+                                allocator, len, data);
+}
+void   authz__v1__level_listing__free_unpacked
+                     (Authz__V1__LevelListing *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &authz__v1__level_listing__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   authz__v1__access_item__init
+                     (Authz__V1__AccessItem         *message)
+{
+  static const Authz__V1__AccessItem init_value = AUTHZ__V1__ACCESS_ITEM__INIT;
+  *message = init_value;
+}
+size_t authz__v1__access_item__get_packed_size
+                     (const Authz__V1__AccessItem *message)
+{
+  assert(message->base.descriptor == &authz__v1__access_item__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t authz__v1__access_item__pack
+                     (const Authz__V1__AccessItem *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &authz__v1__access_item__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t authz__v1__access_item__pack_to_buffer
+                     (const Authz__V1__AccessItem *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &authz__v1__access_item__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Authz__V1__AccessItem *
+       authz__v1__access_item__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Authz__V1__AccessItem *)
+     protobuf_c_message_unpack (&authz__v1__access_item__descriptor,
+                                allocator, len, data);
+}
+void   authz__v1__access_item__free_unpacked
+                     (Authz__V1__AccessItem *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &authz__v1__access_item__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   authz__v1__access_listing__init
+                     (Authz__V1__AccessListing         *message)
+{
+  static const Authz__V1__AccessListing init_value = AUTHZ__V1__ACCESS_LISTING__INIT;
+  *message = init_value;
+}
+size_t authz__v1__access_listing__get_packed_size
+                     (const Authz__V1__AccessListing *message)
+{
+  assert(message->base.descriptor == &authz__v1__access_listing__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t authz__v1__access_listing__pack
+                     (const Authz__V1__AccessListing *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &authz__v1__access_listing__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t authz__v1__access_listing__pack_to_buffer
+                     (const Authz__V1__AccessListing *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &authz__v1__access_listing__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Authz__V1__AccessListing *
+       authz__v1__access_listing__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Authz__V1__AccessListing *)
+     protobuf_c_message_unpack (&authz__v1__access_listing__descriptor,
+                                allocator, len, data);
+}
+void   authz__v1__access_listing__free_unpacked
+                     (Authz__V1__AccessListing *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &authz__v1__access_listing__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   authz__v1__reload_result__init
                      (Authz__V1__ReloadResult         *message)
 {
@@ -1244,6 +1559,250 @@ const ProtobufCMessageDescriptor authz__v1__batch__descriptor =
   (ProtobufCMessageInit) authz__v1__batch__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
+static const ProtobufCFieldDescriptor authz__v1__list_projects__field_descriptors[4] =
+{
+  {
+    "user",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BYTES,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__ListProjects, user),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "min_level",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__ListProjects, min_level),
+    &authz__v1__level__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "page_size",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__ListProjects, page_size),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "page_token",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BYTES,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__ListProjects, page_token),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned authz__v1__list_projects__field_indices_by_name[] = {
+  1,   /* field[1] = min_level */
+  2,   /* field[2] = page_size */
+  3,   /* field[3] = page_token */
+  0,   /* field[0] = user */
+};
+static const ProtobufCIntRange authz__v1__list_projects__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor authz__v1__list_projects__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "authz.v1.ListProjects",
+  "ListProjects",
+  "Authz__V1__ListProjects",
+  "authz.v1",
+  sizeof(Authz__V1__ListProjects),
+  4,
+  authz__v1__list_projects__field_descriptors,
+  authz__v1__list_projects__field_indices_by_name,
+  1,  authz__v1__list_projects__number_ranges,
+  (ProtobufCMessageInit) authz__v1__list_projects__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor authz__v1__list_project_access__field_descriptors[4] =
+{
+  {
+    "project",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BYTES,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__ListProjectAccess, project),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "min_level",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__ListProjectAccess, min_level),
+    &authz__v1__level__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "page_size",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__ListProjectAccess, page_size),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "page_token",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BYTES,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__ListProjectAccess, page_token),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned authz__v1__list_project_access__field_indices_by_name[] = {
+  1,   /* field[1] = min_level */
+  2,   /* field[2] = page_size */
+  3,   /* field[3] = page_token */
+  0,   /* field[0] = project */
+};
+static const ProtobufCIntRange authz__v1__list_project_access__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor authz__v1__list_project_access__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "authz.v1.ListProjectAccess",
+  "ListProjectAccess",
+  "Authz__V1__ListProjectAccess",
+  "authz.v1",
+  sizeof(Authz__V1__ListProjectAccess),
+  4,
+  authz__v1__list_project_access__field_descriptors,
+  authz__v1__list_project_access__field_indices_by_name,
+  1,  authz__v1__list_project_access__number_ranges,
+  (ProtobufCMessageInit) authz__v1__list_project_access__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor authz__v1__list_assets__field_descriptors[5] =
+{
+  {
+    "user",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BYTES,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__ListAssets, user),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "project",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BYTES,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__ListAssets, project),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "min_access",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__ListAssets, min_access),
+    &authz__v1__access__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "page_size",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__ListAssets, page_size),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "page_token",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BYTES,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__ListAssets, page_token),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned authz__v1__list_assets__field_indices_by_name[] = {
+  2,   /* field[2] = min_access */
+  3,   /* field[3] = page_size */
+  4,   /* field[4] = page_token */
+  1,   /* field[1] = project */
+  0,   /* field[0] = user */
+};
+static const ProtobufCIntRange authz__v1__list_assets__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 5 }
+};
+const ProtobufCMessageDescriptor authz__v1__list_assets__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "authz.v1.ListAssets",
+  "ListAssets",
+  "Authz__V1__ListAssets",
+  "authz.v1",
+  sizeof(Authz__V1__ListAssets),
+  5,
+  authz__v1__list_assets__field_descriptors,
+  authz__v1__list_assets__field_indices_by_name,
+  1,  authz__v1__list_assets__number_ranges,
+  (ProtobufCMessageInit) authz__v1__list_assets__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
 #define authz__v1__status__field_descriptors NULL
 #define authz__v1__status__field_indices_by_name NULL
 #define authz__v1__status__number_ranges NULL
@@ -1280,7 +1839,7 @@ const ProtobufCMessageDescriptor authz__v1__reload__descriptor =
   (ProtobufCMessageInit) authz__v1__reload__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor authz__v1__request__field_descriptors[11] =
+static const ProtobufCFieldDescriptor authz__v1__request__field_descriptors[14] =
 {
   {
     "call_id",
@@ -1414,6 +1973,42 @@ static const ProtobufCFieldDescriptor authz__v1__request__field_descriptors[11] 
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "list_projects",
+    17,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Authz__V1__Request, method_case),
+    offsetof(Authz__V1__Request, list_projects),
+    &authz__v1__list_projects__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "list_project_access",
+    18,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Authz__V1__Request, method_case),
+    offsetof(Authz__V1__Request, list_project_access),
+    &authz__v1__list_project_access__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "list_assets",
+    19,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Authz__V1__Request, method_case),
+    offsetof(Authz__V1__Request, list_assets),
+    &authz__v1__list_assets__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned authz__v1__request__field_indices_by_name[] = {
   8,   /* field[8] = batch */
@@ -1423,6 +2018,9 @@ static const unsigned authz__v1__request__field_indices_by_name[] = {
   2,   /* field[2] = deadline_ms */
   5,   /* field[5] = effective_permission */
   3,   /* field[3] = explain */
+  13,   /* field[13] = list_assets */
+  12,   /* field[12] = list_project_access */
+  11,   /* field[11] = list_projects */
   1,   /* field[1] = min_snapshot_version */
   10,   /* field[10] = reload */
   6,   /* field[6] = seat_type */
@@ -1432,7 +2030,7 @@ static const ProtobufCIntRange authz__v1__request__number_ranges[2 + 1] =
 {
   { 1, 0 },
   { 10, 4 },
-  { 0, 11 }
+  { 0, 14 }
 };
 const ProtobufCMessageDescriptor authz__v1__request__descriptor =
 {
@@ -1442,7 +2040,7 @@ const ProtobufCMessageDescriptor authz__v1__request__descriptor =
   "Authz__V1__Request",
   "authz.v1",
   sizeof(Authz__V1__Request),
-  11,
+  14,
   authz__v1__request__field_descriptors,
   authz__v1__request__field_indices_by_name,
   2,  authz__v1__request__number_ranges,
@@ -2142,6 +2740,340 @@ const ProtobufCMessageDescriptor authz__v1__status_result__descriptor =
   (ProtobufCMessageInit) authz__v1__status_result__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
+static const ProtobufCFieldDescriptor authz__v1__level_item__field_descriptors[3] =
+{
+  {
+    "id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__LevelItem, id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "level",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__LevelItem, level),
+    &authz__v1__level__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "reason",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__LevelItem, reason),
+    &authz__v1__reason__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned authz__v1__level_item__field_indices_by_name[] = {
+  0,   /* field[0] = id */
+  1,   /* field[1] = level */
+  2,   /* field[2] = reason */
+};
+static const ProtobufCIntRange authz__v1__level_item__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor authz__v1__level_item__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "authz.v1.LevelItem",
+  "LevelItem",
+  "Authz__V1__LevelItem",
+  "authz.v1",
+  sizeof(Authz__V1__LevelItem),
+  3,
+  authz__v1__level_item__field_descriptors,
+  authz__v1__level_item__field_indices_by_name,
+  1,  authz__v1__level_item__number_ranges,
+  (ProtobufCMessageInit) authz__v1__level_item__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor authz__v1__level_listing__field_descriptors[6] =
+{
+  {
+    "items",
+    1,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Authz__V1__LevelListing, n_items),
+    offsetof(Authz__V1__LevelListing, items),
+    &authz__v1__level_item__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "next_page_token",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BYTES,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__LevelListing, next_page_token),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "snapshot_changed",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__LevelListing, snapshot_changed),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "page_size",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__LevelListing, page_size),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "page_size_clamped",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__LevelListing, page_size_clamped),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "reason",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__LevelListing, reason),
+    &authz__v1__reason__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned authz__v1__level_listing__field_indices_by_name[] = {
+  0,   /* field[0] = items */
+  1,   /* field[1] = next_page_token */
+  3,   /* field[3] = page_size */
+  4,   /* field[4] = page_size_clamped */
+  5,   /* field[5] = reason */
+  2,   /* field[2] = snapshot_changed */
+};
+static const ProtobufCIntRange authz__v1__level_listing__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 6 }
+};
+const ProtobufCMessageDescriptor authz__v1__level_listing__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "authz.v1.LevelListing",
+  "LevelListing",
+  "Authz__V1__LevelListing",
+  "authz.v1",
+  sizeof(Authz__V1__LevelListing),
+  6,
+  authz__v1__level_listing__field_descriptors,
+  authz__v1__level_listing__field_indices_by_name,
+  1,  authz__v1__level_listing__number_ranges,
+  (ProtobufCMessageInit) authz__v1__level_listing__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor authz__v1__access_item__field_descriptors[3] =
+{
+  {
+    "id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__AccessItem, id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "access",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__AccessItem, access),
+    &authz__v1__access__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "reason",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__AccessItem, reason),
+    &authz__v1__reason__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned authz__v1__access_item__field_indices_by_name[] = {
+  1,   /* field[1] = access */
+  0,   /* field[0] = id */
+  2,   /* field[2] = reason */
+};
+static const ProtobufCIntRange authz__v1__access_item__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor authz__v1__access_item__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "authz.v1.AccessItem",
+  "AccessItem",
+  "Authz__V1__AccessItem",
+  "authz.v1",
+  sizeof(Authz__V1__AccessItem),
+  3,
+  authz__v1__access_item__field_descriptors,
+  authz__v1__access_item__field_indices_by_name,
+  1,  authz__v1__access_item__number_ranges,
+  (ProtobufCMessageInit) authz__v1__access_item__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor authz__v1__access_listing__field_descriptors[6] =
+{
+  {
+    "items",
+    1,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Authz__V1__AccessListing, n_items),
+    offsetof(Authz__V1__AccessListing, items),
+    &authz__v1__access_item__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "next_page_token",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BYTES,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__AccessListing, next_page_token),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "snapshot_changed",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__AccessListing, snapshot_changed),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "page_size",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__AccessListing, page_size),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "page_size_clamped",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__AccessListing, page_size_clamped),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "reason",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__AccessListing, reason),
+    &authz__v1__reason__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned authz__v1__access_listing__field_indices_by_name[] = {
+  0,   /* field[0] = items */
+  1,   /* field[1] = next_page_token */
+  3,   /* field[3] = page_size */
+  4,   /* field[4] = page_size_clamped */
+  5,   /* field[5] = reason */
+  2,   /* field[2] = snapshot_changed */
+};
+static const ProtobufCIntRange authz__v1__access_listing__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 6 }
+};
+const ProtobufCMessageDescriptor authz__v1__access_listing__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "authz.v1.AccessListing",
+  "AccessListing",
+  "Authz__V1__AccessListing",
+  "authz.v1",
+  sizeof(Authz__V1__AccessListing),
+  6,
+  authz__v1__access_listing__field_descriptors,
+  authz__v1__access_listing__field_indices_by_name,
+  1,  authz__v1__access_listing__number_ranges,
+  (ProtobufCMessageInit) authz__v1__access_listing__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
 static const ProtobufCFieldDescriptor authz__v1__reload_result__field_descriptors[1] =
 {
   {
@@ -2180,7 +3112,7 @@ const ProtobufCMessageDescriptor authz__v1__reload_result__descriptor =
   (ProtobufCMessageInit) authz__v1__reload_result__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor authz__v1__response__field_descriptors[10] =
+static const ProtobufCFieldDescriptor authz__v1__response__field_descriptors[13] =
 {
   {
     "call_id",
@@ -2302,6 +3234,42 @@ static const ProtobufCFieldDescriptor authz__v1__response__field_descriptors[10]
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "list_projects_result",
+    17,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Authz__V1__Response, result_case),
+    offsetof(Authz__V1__Response, list_projects_result),
+    &authz__v1__level_listing__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "list_project_access_result",
+    18,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Authz__V1__Response, result_case),
+    offsetof(Authz__V1__Response, list_project_access_result),
+    &authz__v1__level_listing__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "list_assets_result",
+    19,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Authz__V1__Response, result_case),
+    offsetof(Authz__V1__Response, list_assets_result),
+    &authz__v1__access_listing__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned authz__v1__response__field_indices_by_name[] = {
   7,   /* field[7] = batch_result */
@@ -2309,6 +3277,9 @@ static const unsigned authz__v1__response__field_indices_by_name[] = {
   3,   /* field[3] = can_use_result */
   6,   /* field[6] = capabilities_result */
   4,   /* field[4] = effective_permission_result */
+  12,   /* field[12] = list_assets_result */
+  11,   /* field[11] = list_project_access_result */
+  10,   /* field[10] = list_projects_result */
   9,   /* field[9] = reload_result */
   5,   /* field[5] = seat_type_result */
   2,   /* field[2] = snapshot_version */
@@ -2319,7 +3290,7 @@ static const ProtobufCIntRange authz__v1__response__number_ranges[2 + 1] =
 {
   { 1, 0 },
   { 10, 3 },
-  { 0, 10 }
+  { 0, 13 }
 };
 const ProtobufCMessageDescriptor authz__v1__response__descriptor =
 {
@@ -2329,7 +3300,7 @@ const ProtobufCMessageDescriptor authz__v1__response__descriptor =
   "Authz__V1__Response",
   "authz.v1",
   sizeof(Authz__V1__Response),
-  10,
+  13,
   authz__v1__response__field_descriptors,
   authz__v1__response__field_indices_by_name,
   2,  authz__v1__response__number_ranges,

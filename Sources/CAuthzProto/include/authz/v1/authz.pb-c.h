@@ -26,6 +26,9 @@ typedef struct Authz__V1__SeatType Authz__V1__SeatType;
 typedef struct Authz__V1__Capabilities Authz__V1__Capabilities;
 typedef struct Authz__V1__Check Authz__V1__Check;
 typedef struct Authz__V1__Batch Authz__V1__Batch;
+typedef struct Authz__V1__ListProjects Authz__V1__ListProjects;
+typedef struct Authz__V1__ListProjectAccess Authz__V1__ListProjectAccess;
+typedef struct Authz__V1__ListAssets Authz__V1__ListAssets;
 typedef struct Authz__V1__Status Authz__V1__Status;
 typedef struct Authz__V1__Reload Authz__V1__Reload;
 typedef struct Authz__V1__Request Authz__V1__Request;
@@ -38,6 +41,10 @@ typedef struct Authz__V1__CapabilitiesResult Authz__V1__CapabilitiesResult;
 typedef struct Authz__V1__CheckResult Authz__V1__CheckResult;
 typedef struct Authz__V1__BatchResult Authz__V1__BatchResult;
 typedef struct Authz__V1__StatusResult Authz__V1__StatusResult;
+typedef struct Authz__V1__LevelItem Authz__V1__LevelItem;
+typedef struct Authz__V1__LevelListing Authz__V1__LevelListing;
+typedef struct Authz__V1__AccessItem Authz__V1__AccessItem;
+typedef struct Authz__V1__AccessListing Authz__V1__AccessListing;
 typedef struct Authz__V1__ReloadResult Authz__V1__ReloadResult;
 typedef struct Authz__V1__Response Authz__V1__Response;
 
@@ -273,6 +280,75 @@ struct  Authz__V1__Batch
 
 
 /*
+ * ListProjects(user, min_level): every project the user can open at `min_level` or more.
+ */
+struct  Authz__V1__ListProjects
+{
+  ProtobufCMessage base;
+  /*
+   * Empty: the anonymous web viewer.
+   */
+  ProtobufCBinaryData user;
+  /*
+   * At least LEVEL_CAN_VIEW_APP; UNSPECIFIED means LEVEL_CAN_VIEW_APP.
+   */
+  Authz__V1__Level min_level;
+  uint32_t page_size;
+  ProtobufCBinaryData page_token;
+};
+#define AUTHZ__V1__LIST_PROJECTS__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&authz__v1__list_projects__descriptor) \
+    , {0,NULL}, AUTHZ__V1__LEVEL__LEVEL_UNSPECIFIED, 0, {0,NULL} }
+
+
+/*
+ * ListProjectAccess(project, min_level): every known, active user who can open the project at
+ * `min_level` or more.
+ */
+struct  Authz__V1__ListProjectAccess
+{
+  ProtobufCMessage base;
+  ProtobufCBinaryData project;
+  /*
+   * At least LEVEL_CAN_VIEW_APP; UNSPECIFIED means LEVEL_CAN_VIEW_APP.
+   */
+  Authz__V1__Level min_level;
+  uint32_t page_size;
+  ProtobufCBinaryData page_token;
+};
+#define AUTHZ__V1__LIST_PROJECT_ACCESS__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&authz__v1__list_project_access__descriptor) \
+    , {0,NULL}, AUTHZ__V1__LEVEL__LEVEL_UNSPECIFIED, 0, {0,NULL} }
+
+
+/*
+ * ListAssets(user, project?, min_access): every asset the user can use (in the project, if
+ * one is given) at `min_access` or more.
+ */
+struct  Authz__V1__ListAssets
+{
+  ProtobufCMessage base;
+  /*
+   * Empty: the anonymous web viewer.
+   */
+  ProtobufCBinaryData user;
+  /*
+   * Optional: empty means "not in a project".
+   */
+  ProtobufCBinaryData project;
+  /*
+   * At least ACCESS_VIEW; UNSPECIFIED means ACCESS_VIEW.
+   */
+  Authz__V1__Access min_access;
+  uint32_t page_size;
+  ProtobufCBinaryData page_token;
+};
+#define AUTHZ__V1__LIST_ASSETS__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&authz__v1__list_assets__descriptor) \
+    , {0,NULL}, {0,NULL}, AUTHZ__V1__ACCESS__ACCESS_UNSPECIFIED, 0, {0,NULL} }
+
+
+/*
  * The server's health and snapshot counters.
  */
 struct  Authz__V1__Status
@@ -304,7 +380,10 @@ typedef enum {
   AUTHZ__V1__REQUEST__METHOD_CAPABILITIES = 13,
   AUTHZ__V1__REQUEST__METHOD_BATCH = 14,
   AUTHZ__V1__REQUEST__METHOD_STATUS = 15,
-  AUTHZ__V1__REQUEST__METHOD_RELOAD = 16
+  AUTHZ__V1__REQUEST__METHOD_RELOAD = 16,
+  AUTHZ__V1__REQUEST__METHOD_LIST_PROJECTS = 17,
+  AUTHZ__V1__REQUEST__METHOD_LIST_PROJECT_ACCESS = 18,
+  AUTHZ__V1__REQUEST__METHOD_LIST_ASSETS = 19
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(AUTHZ__V1__REQUEST__METHOD__CASE)
 } Authz__V1__Request__MethodCase;
 
@@ -336,6 +415,9 @@ struct  Authz__V1__Request
     Authz__V1__Batch *batch;
     Authz__V1__Status *status;
     Authz__V1__Reload *reload;
+    Authz__V1__ListProjects *list_projects;
+    Authz__V1__ListProjectAccess *list_project_access;
+    Authz__V1__ListAssets *list_assets;
   };
 };
 #define AUTHZ__V1__REQUEST__INIT \
@@ -511,6 +593,99 @@ struct  Authz__V1__StatusResult
     , 0, 0, 0, 0, 0, 0, 0, (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0 }
 
 
+/*
+ * One listed project (ListProjects) or user (ListProjectAccess) with its EffectivePermission.
+ */
+struct  Authz__V1__LevelItem
+{
+  ProtobufCMessage base;
+  /*
+   * The project's or the user's id.
+   */
+  char *id;
+  Authz__V1__Level level;
+  Authz__V1__Reason reason;
+};
+#define AUTHZ__V1__LEVEL_ITEM__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&authz__v1__level_item__descriptor) \
+    , (char *)protobuf_c_empty_string, AUTHZ__V1__LEVEL__LEVEL_UNSPECIFIED, AUTHZ__V1__REASON__REASON_UNSPECIFIED }
+
+
+/*
+ * One page of ListProjects or ListProjectAccess.
+ */
+struct  Authz__V1__LevelListing
+{
+  ProtobufCMessage base;
+  /*
+   * In id (byte) order.
+   */
+  size_t n_items;
+  Authz__V1__LevelItem **items;
+  /*
+   * Empty when the listing is complete; else pass it as the next request's `page_token`.
+   */
+  ProtobufCBinaryData next_page_token;
+  /*
+   * The request's page token was issued at another snapshot version: this page continues the
+   * listing by id on the snapshot in `Response.snapshot_version` (no id present in both is
+   * repeated or skipped). A client that needs one consistent listing starts again.
+   */
+  protobuf_c_boolean snapshot_changed;
+  /*
+   * The page size applied.
+   */
+  uint32_t page_size;
+  /*
+   * The requested page size was over the server's maximum and was clamped to it.
+   */
+  protobuf_c_boolean page_size_clamped;
+  /*
+   * Why the listing is empty whatever the pages: REASON_UNKNOWN_USER or REASON_USER_INACTIVE
+   * (ListProjects), REASON_UNKNOWN_PROJECT (ListProjectAccess); UNSPECIFIED otherwise.
+   */
+  Authz__V1__Reason reason;
+};
+#define AUTHZ__V1__LEVEL_LISTING__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&authz__v1__level_listing__descriptor) \
+    , 0,NULL, {0,NULL}, 0, 0, 0, AUTHZ__V1__REASON__REASON_UNSPECIFIED }
+
+
+/*
+ * One listed asset with its CanUse access.
+ */
+struct  Authz__V1__AccessItem
+{
+  ProtobufCMessage base;
+  char *id;
+  Authz__V1__Access access;
+  Authz__V1__Reason reason;
+};
+#define AUTHZ__V1__ACCESS_ITEM__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&authz__v1__access_item__descriptor) \
+    , (char *)protobuf_c_empty_string, AUTHZ__V1__ACCESS__ACCESS_UNSPECIFIED, AUTHZ__V1__REASON__REASON_UNSPECIFIED }
+
+
+/*
+ * One page of ListAssets (fields as in LevelListing; `reason` may also be
+ * REASON_UNKNOWN_PROJECT when a project was given and is unknown).
+ */
+struct  Authz__V1__AccessListing
+{
+  ProtobufCMessage base;
+  size_t n_items;
+  Authz__V1__AccessItem **items;
+  ProtobufCBinaryData next_page_token;
+  protobuf_c_boolean snapshot_changed;
+  uint32_t page_size;
+  protobuf_c_boolean page_size_clamped;
+  Authz__V1__Reason reason;
+};
+#define AUTHZ__V1__ACCESS_LISTING__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&authz__v1__access_listing__descriptor) \
+    , 0,NULL, {0,NULL}, 0, 0, 0, AUTHZ__V1__REASON__REASON_UNSPECIFIED }
+
+
 struct  Authz__V1__ReloadResult
 {
   ProtobufCMessage base;
@@ -532,7 +707,10 @@ typedef enum {
   AUTHZ__V1__RESPONSE__RESULT_CAPABILITIES_RESULT = 13,
   AUTHZ__V1__RESPONSE__RESULT_BATCH_RESULT = 14,
   AUTHZ__V1__RESPONSE__RESULT_STATUS_RESULT = 15,
-  AUTHZ__V1__RESPONSE__RESULT_RELOAD_RESULT = 16
+  AUTHZ__V1__RESPONSE__RESULT_RELOAD_RESULT = 16,
+  AUTHZ__V1__RESPONSE__RESULT_LIST_PROJECTS_RESULT = 17,
+  AUTHZ__V1__RESPONSE__RESULT_LIST_PROJECT_ACCESS_RESULT = 18,
+  AUTHZ__V1__RESPONSE__RESULT_LIST_ASSETS_RESULT = 19
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(AUTHZ__V1__RESPONSE__RESULT__CASE)
 } Authz__V1__Response__ResultCase;
 
@@ -557,6 +735,9 @@ struct  Authz__V1__Response
     Authz__V1__BatchResult *batch_result;
     Authz__V1__StatusResult *status_result;
     Authz__V1__ReloadResult *reload_result;
+    Authz__V1__LevelListing *list_projects_result;
+    Authz__V1__LevelListing *list_project_access_result;
+    Authz__V1__AccessListing *list_assets_result;
   };
 };
 #define AUTHZ__V1__RESPONSE__INIT \
@@ -677,6 +858,63 @@ Authz__V1__Batch *
                       const uint8_t       *data);
 void   authz__v1__batch__free_unpacked
                      (Authz__V1__Batch *message,
+                      ProtobufCAllocator *allocator);
+/* Authz__V1__ListProjects methods */
+void   authz__v1__list_projects__init
+                     (Authz__V1__ListProjects         *message);
+size_t authz__v1__list_projects__get_packed_size
+                     (const Authz__V1__ListProjects   *message);
+size_t authz__v1__list_projects__pack
+                     (const Authz__V1__ListProjects   *message,
+                      uint8_t             *out);
+size_t authz__v1__list_projects__pack_to_buffer
+                     (const Authz__V1__ListProjects   *message,
+                      ProtobufCBuffer     *buffer);
+Authz__V1__ListProjects *
+       authz__v1__list_projects__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   authz__v1__list_projects__free_unpacked
+                     (Authz__V1__ListProjects *message,
+                      ProtobufCAllocator *allocator);
+/* Authz__V1__ListProjectAccess methods */
+void   authz__v1__list_project_access__init
+                     (Authz__V1__ListProjectAccess         *message);
+size_t authz__v1__list_project_access__get_packed_size
+                     (const Authz__V1__ListProjectAccess   *message);
+size_t authz__v1__list_project_access__pack
+                     (const Authz__V1__ListProjectAccess   *message,
+                      uint8_t             *out);
+size_t authz__v1__list_project_access__pack_to_buffer
+                     (const Authz__V1__ListProjectAccess   *message,
+                      ProtobufCBuffer     *buffer);
+Authz__V1__ListProjectAccess *
+       authz__v1__list_project_access__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   authz__v1__list_project_access__free_unpacked
+                     (Authz__V1__ListProjectAccess *message,
+                      ProtobufCAllocator *allocator);
+/* Authz__V1__ListAssets methods */
+void   authz__v1__list_assets__init
+                     (Authz__V1__ListAssets         *message);
+size_t authz__v1__list_assets__get_packed_size
+                     (const Authz__V1__ListAssets   *message);
+size_t authz__v1__list_assets__pack
+                     (const Authz__V1__ListAssets   *message,
+                      uint8_t             *out);
+size_t authz__v1__list_assets__pack_to_buffer
+                     (const Authz__V1__ListAssets   *message,
+                      ProtobufCBuffer     *buffer);
+Authz__V1__ListAssets *
+       authz__v1__list_assets__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   authz__v1__list_assets__free_unpacked
+                     (Authz__V1__ListAssets *message,
                       ProtobufCAllocator *allocator);
 /* Authz__V1__Status methods */
 void   authz__v1__status__init
@@ -906,6 +1144,82 @@ Authz__V1__StatusResult *
 void   authz__v1__status_result__free_unpacked
                      (Authz__V1__StatusResult *message,
                       ProtobufCAllocator *allocator);
+/* Authz__V1__LevelItem methods */
+void   authz__v1__level_item__init
+                     (Authz__V1__LevelItem         *message);
+size_t authz__v1__level_item__get_packed_size
+                     (const Authz__V1__LevelItem   *message);
+size_t authz__v1__level_item__pack
+                     (const Authz__V1__LevelItem   *message,
+                      uint8_t             *out);
+size_t authz__v1__level_item__pack_to_buffer
+                     (const Authz__V1__LevelItem   *message,
+                      ProtobufCBuffer     *buffer);
+Authz__V1__LevelItem *
+       authz__v1__level_item__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   authz__v1__level_item__free_unpacked
+                     (Authz__V1__LevelItem *message,
+                      ProtobufCAllocator *allocator);
+/* Authz__V1__LevelListing methods */
+void   authz__v1__level_listing__init
+                     (Authz__V1__LevelListing         *message);
+size_t authz__v1__level_listing__get_packed_size
+                     (const Authz__V1__LevelListing   *message);
+size_t authz__v1__level_listing__pack
+                     (const Authz__V1__LevelListing   *message,
+                      uint8_t             *out);
+size_t authz__v1__level_listing__pack_to_buffer
+                     (const Authz__V1__LevelListing   *message,
+                      ProtobufCBuffer     *buffer);
+Authz__V1__LevelListing *
+       authz__v1__level_listing__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   authz__v1__level_listing__free_unpacked
+                     (Authz__V1__LevelListing *message,
+                      ProtobufCAllocator *allocator);
+/* Authz__V1__AccessItem methods */
+void   authz__v1__access_item__init
+                     (Authz__V1__AccessItem         *message);
+size_t authz__v1__access_item__get_packed_size
+                     (const Authz__V1__AccessItem   *message);
+size_t authz__v1__access_item__pack
+                     (const Authz__V1__AccessItem   *message,
+                      uint8_t             *out);
+size_t authz__v1__access_item__pack_to_buffer
+                     (const Authz__V1__AccessItem   *message,
+                      ProtobufCBuffer     *buffer);
+Authz__V1__AccessItem *
+       authz__v1__access_item__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   authz__v1__access_item__free_unpacked
+                     (Authz__V1__AccessItem *message,
+                      ProtobufCAllocator *allocator);
+/* Authz__V1__AccessListing methods */
+void   authz__v1__access_listing__init
+                     (Authz__V1__AccessListing         *message);
+size_t authz__v1__access_listing__get_packed_size
+                     (const Authz__V1__AccessListing   *message);
+size_t authz__v1__access_listing__pack
+                     (const Authz__V1__AccessListing   *message,
+                      uint8_t             *out);
+size_t authz__v1__access_listing__pack_to_buffer
+                     (const Authz__V1__AccessListing   *message,
+                      ProtobufCBuffer     *buffer);
+Authz__V1__AccessListing *
+       authz__v1__access_listing__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   authz__v1__access_listing__free_unpacked
+                     (Authz__V1__AccessListing *message,
+                      ProtobufCAllocator *allocator);
 /* Authz__V1__ReloadResult methods */
 void   authz__v1__reload_result__init
                      (Authz__V1__ReloadResult         *message);
@@ -964,6 +1278,15 @@ typedef void (*Authz__V1__Check_Closure)
 typedef void (*Authz__V1__Batch_Closure)
                  (const Authz__V1__Batch *message,
                   void *closure_data);
+typedef void (*Authz__V1__ListProjects_Closure)
+                 (const Authz__V1__ListProjects *message,
+                  void *closure_data);
+typedef void (*Authz__V1__ListProjectAccess_Closure)
+                 (const Authz__V1__ListProjectAccess *message,
+                  void *closure_data);
+typedef void (*Authz__V1__ListAssets_Closure)
+                 (const Authz__V1__ListAssets *message,
+                  void *closure_data);
 typedef void (*Authz__V1__Status_Closure)
                  (const Authz__V1__Status *message,
                   void *closure_data);
@@ -1000,6 +1323,18 @@ typedef void (*Authz__V1__BatchResult_Closure)
 typedef void (*Authz__V1__StatusResult_Closure)
                  (const Authz__V1__StatusResult *message,
                   void *closure_data);
+typedef void (*Authz__V1__LevelItem_Closure)
+                 (const Authz__V1__LevelItem *message,
+                  void *closure_data);
+typedef void (*Authz__V1__LevelListing_Closure)
+                 (const Authz__V1__LevelListing *message,
+                  void *closure_data);
+typedef void (*Authz__V1__AccessItem_Closure)
+                 (const Authz__V1__AccessItem *message,
+                  void *closure_data);
+typedef void (*Authz__V1__AccessListing_Closure)
+                 (const Authz__V1__AccessListing *message,
+                  void *closure_data);
 typedef void (*Authz__V1__ReloadResult_Closure)
                  (const Authz__V1__ReloadResult *message,
                   void *closure_data);
@@ -1025,6 +1360,9 @@ extern const ProtobufCMessageDescriptor authz__v1__seat_type__descriptor;
 extern const ProtobufCMessageDescriptor authz__v1__capabilities__descriptor;
 extern const ProtobufCMessageDescriptor authz__v1__check__descriptor;
 extern const ProtobufCMessageDescriptor authz__v1__batch__descriptor;
+extern const ProtobufCMessageDescriptor authz__v1__list_projects__descriptor;
+extern const ProtobufCMessageDescriptor authz__v1__list_project_access__descriptor;
+extern const ProtobufCMessageDescriptor authz__v1__list_assets__descriptor;
 extern const ProtobufCMessageDescriptor authz__v1__status__descriptor;
 extern const ProtobufCMessageDescriptor authz__v1__reload__descriptor;
 extern const ProtobufCMessageDescriptor authz__v1__request__descriptor;
@@ -1037,6 +1375,10 @@ extern const ProtobufCMessageDescriptor authz__v1__capabilities_result__descript
 extern const ProtobufCMessageDescriptor authz__v1__check_result__descriptor;
 extern const ProtobufCMessageDescriptor authz__v1__batch_result__descriptor;
 extern const ProtobufCMessageDescriptor authz__v1__status_result__descriptor;
+extern const ProtobufCMessageDescriptor authz__v1__level_item__descriptor;
+extern const ProtobufCMessageDescriptor authz__v1__level_listing__descriptor;
+extern const ProtobufCMessageDescriptor authz__v1__access_item__descriptor;
+extern const ProtobufCMessageDescriptor authz__v1__access_listing__descriptor;
 extern const ProtobufCMessageDescriptor authz__v1__reload_result__descriptor;
 extern const ProtobufCMessageDescriptor authz__v1__response__descriptor;
 
