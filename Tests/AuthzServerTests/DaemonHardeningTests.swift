@@ -50,7 +50,7 @@ struct DaemonHardeningTests {
         try connection.send(
             WireRequest(callId: 1, minSnapshotVersion: version + 1, deadlineMs: 30_000, method: .check(.seatType(user: "u-admin"))))
         try await Task.sleep(for: .milliseconds(200))
-        close(connection.fd)
+        connection.closeSocket()
         try await Task.sleep(for: .milliseconds(200))
         let used = try await cpuUsed(by: daemon.process.processIdentifier, over: .seconds(2))
         #expect(used < 0.3, "authzd used \(used) s of CPU in 2 s after the client hung up")

@@ -145,7 +145,7 @@ struct DaemonSignalTests {
         process.executableURL = URL(fileURLWithPath: authzdPath)
         process.arguments = ["--db", database, "--socket", socket, "--no-watch", "--poll-interval", "0"]
         process.environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("AUTHZD_") }
-        process.standardError = FileHandle(fileDescriptor: ends[1], closeOnDealloc: true)
+        process.standardError = FileHandle(fileDescriptor: ends[1], closeOnDealloc: false)  // closed below, once
         process.standardOutput = FileHandle.nullDevice
         try process.run()
         defer { if process.isRunning { process.terminate() } }

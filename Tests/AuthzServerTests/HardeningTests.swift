@@ -26,7 +26,7 @@ struct HardeningTests {
             try connection.send(
                 WireRequest(callId: 1, minSnapshotVersion: version + 1, deadlineMs: 30_000, method: .check(explorerCheck)))
             try await eventually(.seconds(5), "the request waits") { server.snapshots.waitingRequests == 1 }
-            close(connection.fd)
+            connection.closeSocket()
             try await eventually(.seconds(2), "the waiter is withdrawn") { server.snapshots.waitingRequests == 0 }
             try await eventually(.seconds(2), "the connection is closed") { server.server.status.connectionsOpen == 0 }
             let client = try await server.client()
@@ -162,7 +162,7 @@ struct HardeningTests {
         let answer = try #require(try await connection.readResponse(timeout: .seconds(5)))
         #expect(answer.callId == 1 && answer.status.code == .unavailable, "\(answer.status)")
         #expect(answer.status.message.contains("shutting down"))
-        #expect(ContinuousClock.now - started < .seconds(2))
+        #expect(ContinuousClock.now - started < .seconds(10), "long before its 20 s deadline")
         #expect(try await connection.readsEndOfStream())
         try await server.waitForExit()
     }

@@ -362,7 +362,17 @@ final class RawConnection {
         }
     }
 
-    deinit { close(fd) }
+    private var closed = false
+
+    deinit { closeSocket() }
+
+    /// Closes the socket, once: after that the descriptor number may belong to someone else,
+    /// so closing it again could close another test's socket.
+    func closeSocket() {
+        guard !closed else { return }
+        closed = true
+        close(fd)
+    }
 
     /// Writes every byte (blocking).
     func send(_ bytes: [UInt8]) throws {
