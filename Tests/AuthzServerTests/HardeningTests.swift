@@ -234,10 +234,13 @@ struct HardeningTests {
         var pair: [Int32] = [-1, -1]
         #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &pair) == 0)
         defer { close(pair[1]) }
-        // Handed over in the same batch of tasks as the stop: closed when the loop ends.
+        // Handed over as the loop stops: whether it runs before the stop, with it, or among
+        // the tasks left at exit, the connection ends closed and counted out.
         context.connectionsOpen.add(1, ordering: .relaxed)
+        let fd = pair[0]
+        let queued = loop.execute { $0.adopt(fd, id: 1) }
+        #expect(queued)
         loop.execute { $0.stop() }
-        loop.execute { [fd = pair[0]] in $0.adopt(fd, id: 1) }
         try await withTimeout(.seconds(5), "the loop stops") { try await finished.wait() }
         // The peer sees the end of the stream: the descriptor was closed (checking the fd
         // number itself would race with other tests reusing it).
