@@ -37,6 +37,7 @@ let package = Package(
         .library(name: "AuthzEngine", targets: ["AuthzEngine"]),
         .library(name: "AuthzDocument", targets: ["AuthzDocument"]),
         .library(name: "AuthzStore", targets: ["AuthzStore"]),
+        .library(name: "AuthzWire", targets: ["AuthzWire"]),
         .library(name: "AuthzWorkloads", targets: ["AuthzWorkloads"]),
         .library(name: "CAllocCounter", targets: ["CAllocCounter"]),
     ],

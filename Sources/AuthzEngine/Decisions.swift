@@ -94,6 +94,14 @@ public struct PermissionDecision: Sendable, Equatable {
         trace.append(TraceStep(reason: reason, level: level))
     }
 
+    /// A decision whose last trace step set `level` and `reason` (the caller knows them).
+    @inline(__always)
+    init(level: Level, reason: Reason, trace: Trace) {
+        self.level = level
+        self.reason = reason
+        self.trace = trace
+    }
+
     @usableFromInline
     init(trace: Trace) {
         let last = trace[trace.count - 1]

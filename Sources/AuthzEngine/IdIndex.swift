@@ -151,6 +151,15 @@ public struct IdIndex: Sendable {
         return try body(UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(arena.buffer)[start ..< end]))
     }
 
+    /// The UTF-8 bytes of the id at `index`, in place: valid as long as this index (its
+    /// snapshot) is alive. Not generic, so callers in other modules pay a plain call.
+    public func utf8(at index: Int32) -> UnsafeRawBufferPointer {
+        precondition(index >= 0 && Int(index) < count, "id index out of range")
+        let start = Int(offsets[Int(index)])
+        let end = Int(offsets[Int(index) + 1])
+        return UnsafeRawBufferPointer(start: UnsafeRawPointer(arena.base) + start, count: end - start)
+    }
+
     /// For an index built from ids in ascending byte order (as the snapshot builds them): the
     /// first index whose id sorts after `bytes` in byte order, or `count` if none does. A
     /// binary search over the arena: O(log count) comparisons, whatever `bytes` holds.

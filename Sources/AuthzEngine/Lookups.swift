@@ -283,13 +283,13 @@ extension Snapshot {
         _ user: UserKey, minLevel: Level, from start: Int32, limit: Int, into entries: inout [LevelEntry]
     ) -> Int32? {
         if user == .unknown { return nil }
-        func decide(_ p: Int32) -> Bool {
-            let decision = effectivePermission(user, EntityKey(raw: p))
-            guard decision.level >= minLevel else { return false }
-            entries.append(LevelEntry(index: p, level: decision.level, reason: decision.reason))
-            return true
-        }
         if user == .anonymous {
+            func decide(_ p: Int32) -> Bool {
+                let decision = effectivePermission(user, EntityKey(raw: p))
+                guard decision.level >= minLevel else { return false }
+                entries.append(LevelEntry(index: p, level: decision.level, reason: decision.reason))
+                return true
+            }
             // The public share is all the anonymous viewer gets.
             guard minLevel <= .canViewApp else { return nil }
             return withRuns(capacity: 1) { runs in
@@ -300,6 +300,22 @@ extension Snapshot {
         let member = users[Int(user.raw)]
         // Steps 3-6 never raise a level above the role's cap.
         guard member.active, minLevel <= member.role.levelCap else { return nil }
+        return withUserMemo(user) { memo in
+            scanProjects(user, member, memo, minLevel: minLevel, from: start, limit: limit, into: &entries)
+        }
+    }
+
+    /// ListProjects for a known, active user, deciding with the user's memo.
+    private func scanProjects(
+        _ user: UserKey, _ member: UserRecord, _ memo: UserMemo, minLevel: Level, from start: Int32, limit: Int,
+        into entries: inout [LevelEntry]
+    ) -> Int32? {
+        func decide(_ p: Int32) -> Bool {
+            let decision = effectivePermission(user, EntityKey(raw: p), memo: memo)
+            guard decision.level >= minLevel else { return false }
+            entries.append(LevelEntry(index: p, level: decision.level, reason: decision.reason))
+            return true
+        }
         if member.role == .admin, minLevel <= .canExplore {
             // The admin floor: every project.
             return scan(start ..< Int32(projectCount), limit: limit, decide)

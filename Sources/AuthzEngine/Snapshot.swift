@@ -572,6 +572,44 @@ public final class Snapshot: Sendable {
     }
 
     public func effectivePermission(_ user: UserKey, _ project: EntityKey) -> PermissionDecision {
+        effectivePermission(user, project, memo: nil)
+    }
+
+    /// What a listing of one user's projects works out once per page instead of once per
+    /// project: the user's groups and the assets the user may access (RULES.md §5 step 3),
+    /// as bitsets over group and asset indexes. The decision reads a bit where it would
+    /// otherwise merge two sorted lists; it is the same decision.
+    struct UserMemo {
+        let groups: UnsafePointer<UInt64>
+        let assets: UnsafePointer<UInt64>
+
+        @inline(__always) func inGroup(_ g: UInt32) -> Bool { groups[Int(g >> 6)] >> UInt64(g & 63) & 1 != 0 }
+        @inline(__always) func mayAccess(_ a: Int32) -> Bool { assets[Int(a >> 6)] >> UInt64(a & 63) & 1 != 0 }
+    }
+
+    /// Words of a `UserMemo`: the group bitset, then the asset bitset.
+    var userMemoWords: (groups: Int, assets: Int) { ((groupCount + 63) / 64, (assetCount + 63) / 64) }
+
+    /// Fills `words` (`userMemoWords` long) with the memo of a known, active user and calls
+    /// `body` with it.
+    func withUserMemo<R>(_ user: UserKey, _ body: (UserMemo) -> R) -> R {
+        let (groupWords, assetWords) = userMemoWords
+        return withUnsafeTemporaryAllocation(of: UInt64.self, capacity: max(1, groupWords + assetWords)) { words in
+            words.initialize(repeating: 0)
+            let member = users[Int(user.raw)]
+            for k in Int(member.groupStart) ..< Int(member.groupEnd) {
+                let g = Int(userGroups[k])
+                words[g >> 6] |= 1 << UInt64(g & 63)
+            }
+            for a in 0 ..< assetCount where isInAssetGroups(member, asset: a) {
+                words[groupWords + (a >> 6)] |= 1 << UInt64(a & 63)
+            }
+            let base = UnsafePointer(words.baseAddress!)
+            return body(UserMemo(groups: base, assets: base + groupWords))
+        }
+    }
+
+    func effectivePermission(_ user: UserKey, _ project: EntityKey, memo: UserMemo?) -> PermissionDecision {
         // Step 1: unknown ids, inactive users, the anonymous viewer.
         guard project.isKnown else { return PermissionDecision(.unknownProject, .none) }
         let record = projects[Int(project.raw)]
@@ -598,7 +636,7 @@ public final class Snapshot: Sendable {
         }
         if role != .guest {
             if level < .fullAccess {
-                let (granted, group) = groupGrant(record, member)
+                let (granted, group) = memo.map { groupGrant(record, $0) } ?? groupGrant(record, member)
                 if granted > level {
                     level = granted
                     reason = .groupGrant
@@ -622,31 +660,35 @@ public final class Snapshot: Sendable {
         // Step 3: the admin floor.
         if role == .admin, level < .canExplore {
             level = .canExplore
-            trace.append(TraceStep(reason: .adminFloor, level: level))
+            reason = .adminFloor
+            trace.append(TraceStep(reason: reason, level: level))
         }
         // Step 4: role caps.
         let cap = role.levelCap
         if level > cap {
             level = cap
-            trace.append(TraceStep(reason: .roleCap, level: level))
+            reason = .roleCap
+            trace.append(TraceStep(reason: reason, level: level))
         }
         // Step 5: exploring needs the build_explorations capability.
         if level == .canExplore, !role.has(.buildExplorations) {
             level = .canView
-            trace.append(TraceStep(reason: .exploreNeedsRole, level: level))
+            reason = .exploreNeedsRole
+            trace.append(TraceStep(reason: reason, level: level))
         }
         // Step 6: an asset the user cannot access caps the level at can_view.
         if level > .canView, role != .admin {
             for k in Int(record.assetStart) ..< Int(record.assetEnd) {
                 let a = projectAssets[k]
-                if !isInAssetGroups(member, asset: Int(a)) {
+                if !(memo?.mayAccess(a) ?? isInAssetGroups(member, asset: Int(a))) {
                     level = .canView
-                    trace.append(TraceStep(reason: .assetDowngrade, level: level, subject: a))
+                    reason = .assetDowngrade
+                    trace.append(TraceStep(reason: reason, level: level, subject: a))
                     break
                 }
             }
         }
-        return PermissionDecision(trace: trace)
+        return PermissionDecision(level: level, reason: reason, trace: trace)
     }
 
     /// The explanation of `decision` with group and asset ids spelled out.
@@ -664,19 +706,36 @@ public final class Snapshot: Sendable {
         }
     }
 
+    /// The level of a packed grant's low bits (built from `Level` raw values, so at most 5).
+    @inline(__always)
+    private static func level(_ bits: UInt32) -> Level {
+        switch bits {
+        case 1: .canViewApp
+        case 2: .canView
+        case 3: .canExplore
+        case 4: .canEdit
+        case 5: .fullAccess
+        default: .none
+        }
+    }
+
     /// The level granted to `user` directly on the project, by binary search.
     @inline(__always)
     private func userGrant(_ record: ProjectRecord, user: Int32) -> Level? {
-        var low = Int(record.userGrantStart)
-        var high = Int(record.userGrantEnd)
-        let key = UInt32(user)
-        while low < high {
-            let mid = (low + high) >> 1
-            let candidate = userGrants[mid] >> 3
-            if candidate == key { return Level(rawValue: UInt8(userGrants[mid] & 7)) }
-            if candidate < key { low = mid + 1 } else { high = mid }
+        // Branch-free: halve the range with a conditional move (the outcome of each compare is
+        // unpredictable, so branches would mispredict about half the time).
+        var base = Int(record.userGrantStart)
+        var count = Int(record.userGrantEnd) - base
+        guard count > 0 else { return nil }
+        let key = UInt32(bitPattern: user)
+        let grants = userGrants.base  // the record's range lies inside the table
+        while count > 1 {
+            let half = count >> 1
+            base = grants[base + half] >> 3 <= key ? base + half : base
+            count -= half
         }
-        return nil
+        let grant = grants[base]
+        return grant >> 3 == key ? Self.level(grant & 7) : nil
     }
 
     /// The highest level granted on the project to a group the user belongs to, and that
@@ -706,7 +765,24 @@ public final class Snapshot: Sendable {
                 j += 1
             }
         }
-        return (Level(rawValue: UInt8(best)) ?? .none, group)
+        return (Self.level(best), group)
+    }
+
+    /// `groupGrant` with the user's groups as a bitset: the same best level, and the same
+    /// group (the lowest index among equals: grants are walked in index order and only a
+    /// strictly higher level replaces the best).
+    @inline(__always)
+    private func groupGrant(_ record: ProjectRecord, _ memo: UserMemo) -> (Level, Int32) {
+        var best: UInt32 = 0
+        var group: Int32 = -1
+        for i in Int(record.groupGrantStart) ..< Int(record.groupGrantEnd) {
+            let grant = groupGrants[i]
+            if grant & 7 > best, memo.inGroup(grant >> 3) {
+                best = grant & 7
+                group = Int32(bitPattern: grant >> 3)
+            }
+        }
+        return (Self.level(best), group)
     }
 
     /// RULES.md §5 step 3 for an active, known user: membership of at least one of the

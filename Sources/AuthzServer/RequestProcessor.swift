@@ -173,32 +173,25 @@ enum RequestProcessor {
     /// One page of a listing from `snapshot`; a bad page token or minimum is the engine's
     /// `LookupError` (INVALID_ARGUMENT).
     static func page(_ lookup: WireRequest.Lookup, in snapshot: Snapshot) throws(LookupError) -> WireResponse.LookupResult {
+        // The listings keep the engine's entries; their ids are written from the snapshot's
+        // id arena when the response is encoded (no string per item).
         switch lookup {
         case .projects(let query):
             let page = try snapshot.listProjects(
                 user: query.user, minLevel: query.minLevel ?? .canViewApp, pageSize: Int(query.pageSize),
                 pageToken: query.pageToken)
-            return .projects(listing(page, ids: snapshot.projectIds) { .init(id: $0, level: $1.level, reason: $1.reason) })
+            return .projects(WireResponse.Listing(page: page, ids: snapshot.projectIds))
         case .projectAccess(let query):
             let page = try snapshot.listProjectAccess(
                 project: query.project, minLevel: query.minLevel ?? .canViewApp, pageSize: Int(query.pageSize),
                 pageToken: query.pageToken)
-            return .projectAccess(listing(page, ids: snapshot.userIds) { .init(id: $0, level: $1.level, reason: $1.reason) })
+            return .projectAccess(WireResponse.Listing(page: page, ids: snapshot.userIds))
         case .assets(let query):
             let page = try snapshot.listAssets(
                 user: query.user, project: query.project, minAccess: query.minAccess ?? .view,
                 pageSize: Int(query.pageSize), pageToken: query.pageToken)
-            return .assets(listing(page, ids: snapshot.assetIds) { .init(id: $0, access: $1.access, reason: $1.reason) })
+            return .assets(WireResponse.Listing(page: page, ids: snapshot.assetIds))
         }
-    }
-
-    private static func listing<Entry: LookupEntry, Item>(
-        _ page: LookupPage<Entry>, ids: IdIndex, _ item: (String, Entry) -> Item
-    ) -> WireResponse.Listing<Item> {
-        WireResponse.Listing(
-            items: page.entries.map { item(ids.id(at: $0.index), $0) }, nextPageToken: page.nextPageToken,
-            snapshotChanged: page.snapshotChanged, pageSize: UInt32(page.pageSize), pageSizeClamped: page.pageSizeClamped,
-            reason: page.reason)
     }
 
     /// One decision from `snapshot`.

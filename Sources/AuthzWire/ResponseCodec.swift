@@ -18,7 +18,10 @@ extension WireResponse: FrameEncodable {
     public func withFrameWriter<R>(
         _ body: (_ frameLength: Int, _ write: (UnsafeMutableRawBufferPointer) -> Int) -> R
     ) -> R {
-        FrameEncoder.withFrameWriter({ arena in messageBase(build(in: &arena)) }, body)
+        // A listing page is written by hand (ListingEncoding.swift): sized by arithmetic,
+        // written in one pass, byte-identical to protobuf-c's packing (tested).
+        if case .lookup(let result) = answer { return ListingEncoder(self, result).withFrameWriter(body) }
+        return FrameEncoder.withFrameWriter({ arena in messageBase(build(in: &arena)) }, body)
     }
 
     private func build(in arena: inout ScratchArena) -> UnsafeMutablePointer<Authz__V1__Response> {
@@ -64,72 +67,10 @@ extension WireResponse: FrameEncodable {
             reload.pointee.snapshot_version = result.snapshotVersion
             response.pointee.result_case = AUTHZ__V1__RESPONSE__RESULT_RELOAD_RESULT
             response.pointee.reload_result = reload
-        case .lookup(.projects(let listing)):
-            response.pointee.result_case = AUTHZ__V1__RESPONSE__RESULT_LIST_PROJECTS_RESULT
-            response.pointee.list_projects_result = Self.build(listing, in: &arena)
-        case .lookup(.projectAccess(let listing)):
-            response.pointee.result_case = AUTHZ__V1__RESPONSE__RESULT_LIST_PROJECT_ACCESS_RESULT
-            response.pointee.list_project_access_result = Self.build(listing, in: &arena)
-        case .lookup(.assets(let listing)):
-            response.pointee.result_case = AUTHZ__V1__RESPONSE__RESULT_LIST_ASSETS_RESULT
-            response.pointee.list_assets_result = Self.build(listing, in: &arena)
+        case .lookup:
+            preconditionFailure("listings are encoded by ListingEncoder")
         }
         return response
-    }
-
-    private static func build(
-        _ listing: Listing<LevelItem>, in arena: inout ScratchArena
-    ) -> UnsafeMutablePointer<Authz__V1__LevelListing> {
-        let message = arena.allocate(Authz__V1__LevelListing.self)
-        authz__v1__level_listing__init(message)
-        if !listing.items.isEmpty {
-            // The items in one array, then the pointer array protobuf-c wants.
-            let items = arena.allocate(Authz__V1__LevelItem.self, count: listing.items.count)
-            let pointers = arena.allocate(UnsafeMutablePointer<Authz__V1__LevelItem>?.self, count: listing.items.count)
-            for (index, item) in listing.items.enumerated() {
-                let entry = items + index
-                authz__v1__level_item__init(entry)
-                arena.set(&entry.pointee.id, to: item.id)
-                entry.pointee.level = item.level.proto
-                entry.pointee.reason = item.reason.proto
-                (pointers + index).initialize(to: entry)
-            }
-            message.pointee.n_items = listing.items.count
-            message.pointee.items = pointers
-        }
-        arena.set(&message.pointee.next_page_token, toBytesOf: listing.nextPageToken)
-        message.pointee.snapshot_changed = listing.snapshotChanged ? 1 : 0
-        message.pointee.page_size = listing.pageSize
-        message.pointee.page_size_clamped = listing.pageSizeClamped ? 1 : 0
-        if let reason = listing.reason { message.pointee.reason = reason.proto }
-        return message
-    }
-
-    private static func build(
-        _ listing: Listing<AccessItem>, in arena: inout ScratchArena
-    ) -> UnsafeMutablePointer<Authz__V1__AccessListing> {
-        let message = arena.allocate(Authz__V1__AccessListing.self)
-        authz__v1__access_listing__init(message)
-        if !listing.items.isEmpty {
-            let items = arena.allocate(Authz__V1__AccessItem.self, count: listing.items.count)
-            let pointers = arena.allocate(UnsafeMutablePointer<Authz__V1__AccessItem>?.self, count: listing.items.count)
-            for (index, item) in listing.items.enumerated() {
-                let entry = items + index
-                authz__v1__access_item__init(entry)
-                arena.set(&entry.pointee.id, to: item.id)
-                entry.pointee.access = item.access.proto
-                entry.pointee.reason = item.reason.proto
-                (pointers + index).initialize(to: entry)
-            }
-            message.pointee.n_items = listing.items.count
-            message.pointee.items = pointers
-        }
-        arena.set(&message.pointee.next_page_token, toBytesOf: listing.nextPageToken)
-        message.pointee.snapshot_changed = listing.snapshotChanged ? 1 : 0
-        message.pointee.page_size = listing.pageSize
-        message.pointee.page_size_clamped = listing.pageSizeClamped ? 1 : 0
-        if let reason = listing.reason { message.pointee.reason = reason.proto }
-        return message
     }
 
     private static func build(

@@ -68,9 +68,37 @@ public struct WireResponse: Sendable, Hashable {
     }
 
     /// One page of a listing (`LevelListing` / `AccessListing` on the wire).
-    public struct Listing<Item: Sendable & Hashable>: Sendable, Hashable {
+    ///
+    /// A server builds it straight from the engine's page (`init(page:ids:)`): the items stay
+    /// the engine's entries and their ids stay in the snapshot's id arena until the response
+    /// is encoded, which writes them from there; `items` spells them out when read.
+    public struct Listing<Item: ListingItem>: Sendable, Hashable {
+        enum Storage: Sendable {
+            case values([Item])
+            case snapshot(entries: [Item.Entry], ids: IdIndex)
+        }
+
+        var storage: Storage
+
         /// In id order.
-        public var items: [Item]
+        public var items: [Item] {
+            get {
+                switch storage {
+                case .values(let items): items
+                case .snapshot(let entries, let ids): entries.map { Item(id: ids.id(at: $0.index), entry: $0) }
+                }
+            }
+            set { storage = .values(newValue) }
+        }
+
+        /// The number of items (without spelling them out).
+        public var count: Int {
+            switch storage {
+            case .values(let items): items.count
+            case .snapshot(let entries, _): entries.count
+            }
+        }
+
         /// Empty when the listing is complete.
         public var nextPageToken: String
         /// The request's token came from another snapshot version.
@@ -87,17 +115,43 @@ public struct WireResponse: Sendable, Hashable {
             items: [Item], nextPageToken: String = "", snapshotChanged: Bool = false, pageSize: UInt32,
             pageSizeClamped: Bool = false, reason: Reason? = nil
         ) {
-            self.items = items
+            self.storage = .values(items)
             self.nextPageToken = nextPageToken
             self.snapshotChanged = snapshotChanged
             self.pageSize = pageSize
             self.pageSizeClamped = pageSizeClamped
             self.reason = reason
         }
+
+        /// The engine's page, its entries' ids read from `ids` (the snapshot's index of the
+        /// listed kind) only when encoded or read.
+        public init(page: LookupPage<Item.Entry>, ids: IdIndex) {
+            self.storage = .snapshot(entries: page.entries, ids: ids)
+            self.nextPageToken = page.nextPageToken
+            self.snapshotChanged = page.snapshotChanged
+            self.pageSize = UInt32(clamping: page.pageSize)
+            self.pageSizeClamped = page.pageSizeClamped
+            self.reason = page.reason
+        }
+
+        public static func == (lhs: Self, rhs: Self) -> Bool {
+            lhs.items == rhs.items && lhs.nextPageToken == rhs.nextPageToken
+                && lhs.snapshotChanged == rhs.snapshotChanged && lhs.pageSize == rhs.pageSize
+                && lhs.pageSizeClamped == rhs.pageSizeClamped && lhs.reason == rhs.reason
+        }
+
+        public func hash(into hasher: inout Hasher) {
+            hasher.combine(items)
+            hasher.combine(nextPageToken)
+            hasher.combine(snapshotChanged)
+            hasher.combine(pageSize)
+            hasher.combine(pageSizeClamped)
+            hasher.combine(reason)
+        }
     }
 
     /// A listed project or user and its EffectivePermission.
-    public struct LevelItem: Sendable, Hashable {
+    public struct LevelItem: ListingItem {
         public var id: String
         public var level: Level
         public var reason: Reason
@@ -107,10 +161,14 @@ public struct WireResponse: Sendable, Hashable {
             self.level = level
             self.reason = reason
         }
+
+        public init(id: String, entry: LevelEntry) {
+            self.init(id: id, level: entry.level, reason: entry.reason)
+        }
     }
 
     /// A listed asset and its CanUse access.
-    public struct AccessItem: Sendable, Hashable {
+    public struct AccessItem: ListingItem {
         public var id: String
         public var access: Access
         public var reason: Reason
@@ -119,6 +177,10 @@ public struct WireResponse: Sendable, Hashable {
             self.id = id
             self.access = access
             self.reason = reason
+        }
+
+        public init(id: String, entry: AccessEntry) {
+            self.init(id: id, access: entry.access, reason: entry.reason)
         }
     }
 
@@ -249,4 +311,13 @@ public struct WireResponse: Sendable, Hashable {
             self.snapshotVersion = snapshotVersion
         }
     }
+}
+
+/// An item of a listing: `WireResponse.LevelItem` or `WireResponse.AccessItem`, made from the
+/// engine's entry of its kind.
+public protocol ListingItem: Sendable, Hashable {
+    associatedtype Entry: LookupEntry
+    var id: String { get }
+    var reason: Reason { get }
+    init(id: String, entry: Entry)
 }

@@ -1,5 +1,6 @@
 import AuthzEngine
 import AuthzWire
+import AuthzWorkloads
 import Testing
 import WireTestSupport
 
@@ -121,6 +122,103 @@ struct LookupCodecTests {
     @Test(arguments: responses)
     func listingsRoundTrip(response: WireResponse) throws {
         #expect(try decodeResponse(payload(of: response)).get() == response)
+    }
+
+    /// The bytes protobuf would write for a listing response (an oracle independent of the
+    /// hand-written encoder and of protobuf-c).
+    static func oracle(_ response: WireResponse) -> [UInt8] {
+        guard case .lookup(let result) = response.answer else { return [] }
+        func item(_ id: String, _ value: UInt32, _ reason: UInt32) -> [UInt8] {
+            PB.bytes(1, PB.string(1, id) + PB.varint(2, UInt64(value)) + PB.varint(3, UInt64(reason)))
+        }
+        func trailer<Item>(_ listing: WireResponse.Listing<Item>) -> [UInt8] {
+            var bytes: [UInt8] = []
+            if !listing.nextPageToken.isEmpty { bytes += PB.string(2, listing.nextPageToken) }
+            if listing.snapshotChanged { bytes += PB.varint(3, 1) }
+            if listing.pageSize != 0 { bytes += PB.varint(4, UInt64(listing.pageSize)) }
+            if listing.pageSizeClamped { bytes += PB.varint(5, 1) }
+            if let reason = listing.reason { bytes += PB.varint(6, UInt64(reasonNumber(reason))) }
+            return bytes
+        }
+        let (field, body): (UInt64, [UInt8])
+        switch result {
+        case .projects(let listing), .projectAccess(let listing):
+            let items = listing.items.flatMap { item($0.id, UInt32($0.level.rawValue) + 1, reasonNumber($0.reason)) }
+            if case .projects = result { field = 17 } else { field = 18 }
+            body = items + trailer(listing)
+        case .assets(let listing):
+            field = 19
+            body = listing.items.flatMap { item($0.id, UInt32($0.access.rawValue) + 1, reasonNumber($0.reason)) } + trailer(listing)
+        }
+        let status = (response.status.code == .ok ? [] : PB.varint(1, UInt64(response.status.code.rawValue)))
+            + (response.status.message.isEmpty ? [] : PB.string(2, response.status.message))
+        return (response.callId == 0 ? [] : PB.varint(1, response.callId)) + PB.bytes(2, status)
+            + (response.snapshotVersion == 0 ? [] : PB.varint(3, response.snapshotVersion)) + PB.bytes(field, body)
+    }
+
+    /// The proto number of a reason: its position in the enum, plus one (UNSPECIFIED is 0).
+    static func reasonNumber(_ reason: Reason) -> UInt32 { UInt32(reason.rawValue) + 1 }
+
+    @Test func randomListingsAreEncodedAsProtobufWould() throws {
+        var rng = SplitMix64(seed: 5)
+        let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:@-")
+        func id() -> String {
+            // Up to 128 bytes: items longer than 127 bytes take two length bytes.
+            let length = rng.chance(0.2) ? 100 + rng.below(29) : 1 + rng.below(20)
+            return String((0 ..< length).map { _ in alphabet[rng.below(alphabet.count)] })
+        }
+        for round in 0 ..< 200 {
+            let count = rng.below(round % 10 == 0 ? 300 : 8)
+            let token = rng.chance(0.5) ? "" : String(repeating: "A", count: 1 + rng.below(300))
+            let reason: Reason? = rng.chance(0.3) ? Reason.allCases[rng.below(Reason.allCases.count)] : nil
+            let pageSize = UInt32(rng.below(2) == 0 ? 0 : rng.below(5_000))
+            let answer: WireResponse.LookupResult
+            if rng.chance(0.6) {
+                let items = (0 ..< count).map { _ in
+                    WireResponse.LevelItem(
+                        id: id(), level: Level.allCases[rng.below(6)], reason: Reason.allCases[rng.below(Reason.allCases.count)])
+                }
+                let listing = WireResponse.Listing(
+                    items: items, nextPageToken: token, snapshotChanged: rng.chance(0.5), pageSize: pageSize,
+                    pageSizeClamped: rng.chance(0.5), reason: reason)
+                answer = rng.chance(0.5) ? .projects(listing) : .projectAccess(listing)
+            } else {
+                let items = (0 ..< count).map { _ in
+                    WireResponse.AccessItem(
+                        id: id(), access: Access.allCases[rng.below(3)], reason: Reason.allCases[rng.below(Reason.allCases.count)])
+                }
+                answer = .assets(
+                    WireResponse.Listing(
+                        items: items, nextPageToken: token, snapshotChanged: rng.chance(0.5), pageSize: pageSize,
+                        pageSizeClamped: rng.chance(0.5), reason: reason))
+            }
+            let response = WireResponse(
+                callId: rng.chance(0.2) ? 0 : rng.next(), status: .ok, snapshotVersion: rng.chance(0.2) ? 0 : rng.next() >> UInt64(rng.below(64)),
+                answer: .lookup(answer))
+            let bytes = payload(of: response)
+            #expect(bytes == Self.oracle(response), "round \(round)")
+            #expect(try decodeResponse(bytes).get() == response, "round \(round)")
+            #expect(frame(response).count == response.encodedSize())
+        }
+    }
+
+    @Test func aListingFromTheEnginesPageIsTheSameListing() throws {
+        var workspace = SyntheticWorkspace.generate(.init(users: 200, groups: 20, projects: 300, grantsPerProject: 3, seed: 4))
+        workspace.users.append(User(id: "u-root", email: "root@example.com", origin: .manual, role: .admin))
+        let snapshot = Snapshot(workspace: workspace, version: 8)
+        for pageSize in [1, 7, 300] {
+            let page = try snapshot.listProjects(user: "u-root", pageSize: pageSize)
+            let lazy = WireResponse.Listing<WireResponse.LevelItem>(page: page, ids: snapshot.projectIds)
+            let spelled = WireResponse.Listing(
+                items: page.entries.map { WireResponse.LevelItem(id: snapshot.projectIds.id(at: $0.index), level: $0.level, reason: $0.reason) },
+                nextPageToken: page.nextPageToken, snapshotChanged: false, pageSize: UInt32(pageSize), reason: nil)
+            #expect(lazy == spelled)
+            #expect(lazy.count == page.entries.count && lazy.items.count == pageSize)
+            let viaPage = WireResponse(callId: 3, snapshotVersion: 8, answer: .lookup(.projects(lazy)))
+            let viaValues = WireResponse(callId: 3, snapshotVersion: 8, answer: .lookup(.projects(spelled)))
+            #expect(frame(viaPage) == frame(viaValues))
+            #expect(try decodeResponse(payload(of: viaPage)).get() == viaValues)
+        }
     }
 
     @Test func aListingOnTheWire() throws {
