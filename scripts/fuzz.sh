@@ -8,14 +8,16 @@
 #
 # Builds the fuzz package if needed (release, -sanitize=fuzzer,address; a compiler warning in
 # fuzz/Sources fails), then runs each target on a copy of its seed corpus
-# (fuzz/.build/corpus/TARGET, which keeps what earlier runs found) for SECONDS with
+# (fuzz/.build/work/corpus/TARGET, which keeps what earlier runs found) for SECONDS with
 # -max_total_time. Fails (exit 1) on any crash, broken invariant, hang (-timeout), leak or
 # sanitizer report; the input that caused it is saved under fuzz/artifacts/ (git-ignored:
 # add it to the seed corpus and as a regression test in the normal suites). Prints the
 # executions per second of each target and the total.
 #
 # Environment: FUZZ_JOBS=N runs N processes per target in parallel (libFuzzer -fork; default
-# 1). Extra libFuzzer flags can follow SECONDS.
+# 1); FUZZ_WORK_DIR (default fuzz/.build/work) holds the working corpora, logs and a copy of
+# the binaries run (a rebuild does not disturb a long run; two runs need two directories).
+# Extra libFuzzer flags can follow SECONDS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -87,20 +89,22 @@ else
 fi
 
 build
-mkdir -p fuzz/artifacts fuzz/.build/logs
+work=${FUZZ_WORK_DIR:-fuzz/.build/work}
+mkdir -p fuzz/artifacts "$work/bin" "$work/logs"
 total_runs=0
 total_seconds=0
 failed=()
 summary=()
 for name in $selected; do
-    corpus=fuzz/.build/corpus/$name
+    corpus=$work/corpus/$name
     mkdir -p "$corpus"
     if [ -d "fuzz/corpus/$name" ]; then
         cp -p fuzz/corpus/"$name"/* "$corpus"/ 2>/dev/null || true
     else
         echo "warning: no seed corpus fuzz/corpus/$name: starting from nothing" >&2
     fi
-    log=fuzz/.build/logs/$name.log
+    log=$work/logs/$name.log
+    cp "$bin/fuzz-$name" "$work/bin/fuzz-$name"
     flags=(-max_total_time="$seconds" -timeout=10 -print_final_stats=1
         -artifact_prefix="$root/fuzz/artifacts/$name-")
     if [ "${FUZZ_JOBS:-1}" -gt 1 ]; then
@@ -109,7 +113,7 @@ for name in $selected; do
     echo "== fuzz-$name for ${seconds}s (corpus $corpus: $(ls "$corpus" | wc -l) inputs; log $log)" >&2
     started=$(date +%s.%N)
     set +e
-    "$bin/fuzz-$name" "${flags[@]}" "${extra[@]}" "$corpus" >"$log" 2>&1
+    "$work/bin/fuzz-$name" "${flags[@]}" "${extra[@]}" "$corpus" >"$log" 2>&1
     status=$?
     set -e
     elapsed=$(awk -v a="$started" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
