@@ -113,7 +113,13 @@ for name in $selected; do
     echo "== fuzz-$name for ${seconds}s (corpus $corpus: $(ls "$corpus" | wc -l) inputs; log $log)" >&2
     started=$(date +%s.%N)
     set +e
-    "$work/bin/fuzz-$name" "${flags[@]}" "${extra[@]}" "$corpus" >"$log" 2>&1
+    # CPU seconds too: on a shared machine the wall-clock rate says more about the load.
+    timing=$work/logs/$name.cpu
+    if [ -x /usr/bin/time ]; then
+        /usr/bin/time -f '%U %S' -o "$timing" "$work/bin/fuzz-$name" "${flags[@]}" "${extra[@]}" "$corpus" >"$log" 2>&1
+    else
+        "$work/bin/fuzz-$name" "${flags[@]}" "${extra[@]}" "$corpus" >"$log" 2>&1
+    fi
     status=$?
     set -e
     elapsed=$(awk -v a="$started" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
@@ -123,7 +129,12 @@ for name in $selected; do
     runs=${runs:-0}
     rate=$(awk -v r="$runs" -v s="$elapsed" 'BEGIN { printf "%d", (s > 0 ? r / s : 0) }')
     reports=$(grep -cE '^==fuzz==|ERROR: (AddressSanitizer|LeakSanitizer|libFuzzer)|SUMMARY: (AddressSanitizer|LeakSanitizer|libFuzzer|UndefinedBehaviorSanitizer)|^==[0-9]+== ?ERROR' "$log" || true)
+    cpu=$(awk 'NF == 2 && $1 ~ /^[0-9.]+$/ { printf "%.1f", $1 + $2 }' "$timing" 2>/dev/null || true)
     line=$(printf '%-12s %12s executions in %6.1f s: %8s exec/s' "$name" "$runs" "$elapsed" "$rate")
+    if [ -n "$cpu" ]; then
+        line+=$(awk -v r="$runs" -v c="$cpu" 'BEGIN { printf " (%.1f CPU s, %d per CPU second)", c, (c > 0 ? r / c : 0) }')
+        total_cpu=$(awk -v a="${total_cpu:-0}" -v b="$cpu" 'BEGIN { printf "%.1f", a + b }')
+    fi
     if [ "$status" -ne 0 ] || [ "$reports" -ne 0 ]; then
         line+="  FAILED (exit $status)"
         failed+=("$name")
@@ -137,8 +148,12 @@ for name in $selected; do
     total_seconds=$(awk -v a="$total_seconds" -v b="$elapsed" 'BEGIN { printf "%.1f", a + b }')
 done
 if [ "$(echo "$selected" | wc -w)" -gt 1 ]; then
-    printf '%-12s %12s executions in %6.1f s: %8s exec/s\n' total "$total_runs" "$total_seconds" \
+    printf '%-12s %12s executions in %6.1f s: %8s exec/s' total "$total_runs" "$total_seconds" \
         "$(awk -v r="$total_runs" -v s="$total_seconds" 'BEGIN { printf "%d", (s > 0 ? r / s : 0) }')"
+    if [ -n "${total_cpu:-}" ]; then
+        awk -v r="$total_runs" -v c="$total_cpu" 'BEGIN { printf " (%.1f CPU s, %d per CPU second)", c, (c > 0 ? r / c : 0) }'
+    fi
+    echo
 fi
 if [ ${#failed[@]} -gt 0 ]; then
     echo "error: fuzzing found problems in: ${failed[*]}" >&2
