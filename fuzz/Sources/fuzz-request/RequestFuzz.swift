@@ -43,9 +43,10 @@ func seeds() -> [(name: String, bytes: [UInt8])] {
         + Seeds.payloads.map { ($0.name, $0.payload) }
 }
 
-/// Plain checks decline only when unpacking needs more than the arena: never for payloads
-/// this small (unpacking takes at most ~60 bytes of arena per payload byte).
-let plainChecksAlwaysFastUpTo = 4096
+/// Plain checks decline only when unpacking needs more than the arena (256 KiB): never for
+/// payloads this small (every field protobuf-c keeps, even a repeated submessage merged
+/// into the first, takes at most ~100 bytes of arena and at least 2 bytes of payload).
+let plainChecksAlwaysFastUpTo = 1024
 
 func decodeGeneral(_ payload: UnsafeRawBufferPointer, maxBatchChecks: Int = WireRequest.defaultMaxBatchChecks)
     -> Result<WireRequest, WireRequestError>
