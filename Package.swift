@@ -33,8 +33,10 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "authzctl", targets: ["authzctl"]),
-        // Libraries for the benchmark packages in bench/ (path dependencies).
+        // Libraries for the benchmark packages in bench/ and the fuzzers in fuzz/ (path
+        // dependencies).
         .library(name: "AuthzEngine", targets: ["AuthzEngine"]),
+        .library(name: "AuthzWire", targets: ["AuthzWire"]),
         .library(name: "AuthzDocument", targets: ["AuthzDocument"]),
         .library(name: "AuthzStore", targets: ["AuthzStore"]),
         .library(name: "AuthzWire", targets: ["AuthzWire"]),

@@ -5,7 +5,7 @@ import Testing
 
 /// The decision hot path must not touch the heap when no explanation is requested
 /// (the requirement; the benchmark in bench/ reports the same count).
-@Suite("Allocation-free decisions")
+@Suite("Allocation-free decisions", .enabled(if: authz_alloc_counter_enabled() != 0, "allocations are not counted under a sanitizer"))
 struct AllocationTests {
     @Test func decisionsDoNotAllocate() {
         let workspace = SyntheticWorkspace.generate(SyntheticWorkspace.Parameters(users: 2_000, groups: 200, projects: 1_000, grantsPerProject: 20, seed: 7))

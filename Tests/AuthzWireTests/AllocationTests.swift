@@ -5,7 +5,7 @@ import Testing
 
 /// The hot paths the server runs per frame must not touch the heap: finding a frame, and
 /// encoding an answer into an output buffer (the message is built in stack scratch memory).
-@Suite("Allocations")
+@Suite("Allocations", .enabled(if: authz_alloc_counter_enabled() != 0, "allocations are not counted under a sanitizer"))
 struct AllocationTests {
     /// Heap allocations `body` makes on this thread once warmed up: the first run may fill
     /// the runtime's one-time caches (type metadata), so it runs once unmeasured.

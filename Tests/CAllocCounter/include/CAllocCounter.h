@@ -8,4 +8,8 @@
 /// running concurrently on other threads do not disturb it).
 uint64_t authz_thread_allocations(void);
 
+/// 1 when allocations are counted; 0 in builds under AddressSanitizer or ThreadSanitizer,
+/// whose runtimes own malloc (there the counter always reads zero).
+int authz_alloc_counter_enabled(void);
+
 #endif
