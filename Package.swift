@@ -39,9 +39,9 @@ let package = Package(
         .library(name: "AuthzWire", targets: ["AuthzWire"]),
         .library(name: "AuthzDocument", targets: ["AuthzDocument"]),
         .library(name: "AuthzStore", targets: ["AuthzStore"]),
-        .library(name: "AuthzWire", targets: ["AuthzWire"]),
         .library(name: "AuthzWorkloads", targets: ["AuthzWorkloads"]),
         .library(name: "CAllocCounter", targets: ["CAllocCounter"]),
+        .library(name: "ConnectionModel", targets: ["ConnectionModel"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),

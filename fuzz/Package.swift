@@ -11,7 +11,7 @@ import PackageDescription
 let fuzzTargets: [(name: String, uses: [String])] = [
     ("frame", []),
     ("request", ["AuthzWorkloads"]),
-    // ("connection", ["AuthzConnection"]),  // the sans-I/O connection core, once it lands
+    ("connection", ["ConnectionModel"]),
 ]
 
 let mainPackage = "authz-sidecar"

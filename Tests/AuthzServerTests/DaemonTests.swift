@@ -51,7 +51,8 @@ func runCommand(_ executable: String, _ arguments: [String]) throws -> (status: 
 
 /// Connects once the daemon listens (its socket file appears at bind, just before listen).
 func connectWhenListening(_ socket: String, _ daemon: Daemon) async throws -> SidecarClient {
-    let deadline = ContinuousClock.now + .seconds(10)
+    // A debug build starting beside the whole parallel suite can take a while.
+    let deadline = ContinuousClock.now + .seconds(30)
     while true {
         do {
             return try await SidecarClient.connect(socketPath: socket)
