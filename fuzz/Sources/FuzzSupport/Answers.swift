@@ -13,7 +13,7 @@ public import AuthzWire
 public enum Answers {
     /// The general path's response to a decoded payload: the answer to a check or a batch
     /// from `snapshot`, or the error answer. Nil for Status and Reload (not answered from a
-    /// snapshot).
+    /// snapshot) and for the lookups (which the fast path never takes).
     public static func general(
         _ decoded: Result<WireRequest, WireRequestError>, from snapshot: Snapshot
     ) -> WireResponse? {
@@ -30,7 +30,7 @@ public enum Answers {
                 return WireResponse(
                     callId: request.callId, snapshotVersion: snapshot.version,
                     answer: .batch(checks.map { evaluate($0, explain: request.explain, in: snapshot) }))
-            case .status, .reload:
+            case .status, .reload, .lookup:
                 return nil
             }
         }
