@@ -259,7 +259,8 @@ struct RequestTests {
             let client = try await server.client()
             _ = try await client.seatType(user: "u-admin")
             // The idle timeout closes the connection; the next call opens a new one.
-            try await Task.sleep(for: .milliseconds(1200))
+            // (Well past it, so that the close is not racing the next call on a loaded machine.)
+            try await Task.sleep(for: .milliseconds(2500))
             let again = try await client.seatType(user: "u-admin")
             #expect(again.result.seat == .paidAuthor)
             await client.close()
