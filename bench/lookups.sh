@@ -82,39 +82,52 @@ wait "$pid" 2>/dev/null || true
 trap - EXIT
 
 if [ -n "$baseline" ]; then
-    # The same snapshot load and build, compiled from REV (no lookups there): a small
-    # package next to an export of that revision.
-    say "baseline: snapshot load and build at $baseline"
+    # The same snapshot load and build compiled from REV (no lookups there) and from this
+    # tree: two small packages, run alternately (3 rounds of $runs builds each) so that both
+    # see the same machine; the build is timed in thread CPU time.
+    say "baseline: snapshot load and build at $baseline against this tree"
     base=$out/baseline
     rm -rf "$base"
-    mkdir -p "$base/src" "$base/timer/Sources/build-timer"
+    mkdir -p "$base/src"
     git archive "$baseline" | tar -x -C "$base/src"
-    cat > "$base/timer/Package.swift" <<'SWIFT'
+    for variant in baseline head; do
+        dir=$base/timer-$variant
+        source_root=$([ "$variant" = baseline ] && echo "../src" || echo "$root")
+        mkdir -p "$dir/Sources/build-timer"
+        cat > "$dir/Package.swift" <<SWIFT
 // swift-tools-version:6.0
 import PackageDescription
 let package = Package(
     name: "build-timer",
-    dependencies: [.package(name: "authz-sidecar", path: "../src")],
+    dependencies: [.package(name: "authz-sidecar", path: "$source_root")],
     targets: [.executableTarget(name: "build-timer", dependencies: [
         .product(name: "AuthzEngine", package: "authz-sidecar"),
         .product(name: "AuthzStore", package: "authz-sidecar")])],
     swiftLanguageModes: [.v6])
 SWIFT
-    cat > "$base/timer/Sources/build-timer/main.swift" <<'SWIFT'
+        cat > "$dir/Sources/build-timer/main.swift" <<'SWIFT'
 import AuthzEngine
 import AuthzStore
 import Foundation
-func now() -> Double { var ts = timespec(); clock_gettime(CLOCK_MONOTONIC, &ts); return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9 }
+func wall() -> Double { var ts = timespec(); clock_gettime(CLOCK_MONOTONIC, &ts); return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9 }
+func cpu() -> Double { var ts = timespec(); clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts); return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9 }
 func median(_ v: [Double]) -> Double { let s = v.sorted(); return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2 }
 let db = CommandLine.arguments[1], runs = Int(CommandLine.arguments[2]) ?? 5
 var load: [Double] = [], build: [Double] = []
-for _ in 0 ..< min(runs, 3) { let t = now(); _ = try! SnapshotLoader.load(path: db); load.append(now() - t) }
+for _ in 0 ..< min(runs, 3) { let t = wall(); _ = try! SnapshotLoader.load(path: db); load.append(wall() - t) }
 let (workspace, version) = try! WorkspaceStore.open(path: db, create: false).exportWorkspace()
-for _ in 0 ..< runs { let t = now(); let s = Snapshot(workspace: workspace, version: version); build.append(now() - t); precondition(s.userCount > 0) }
+for _ in 0 ..< runs { let t = cpu(); let s = Snapshot(workspace: workspace, version: version); build.append(cpu() - t); precondition(s.userCount > 0) }
 print("{\"load_s_median\": \(median(load)), \"build_ms_median\": \(median(build) * 1000)}")
 SWIFT
-    (cd "$base/timer" && swift build -c release >&2)
-    "$base/timer/.build/release/build-timer" "$root/$db" "$runs" > "$out/baseline.json"
+        (cd "$dir" && swift build -c release >&2)
+    done
+    : > "$out/baseline.jsonl"
+    for round in 1 2 3; do
+        for variant in baseline head; do
+            printf '{"variant": "%s", "round": %s, "result": %s}\n' "$variant" "$round" \
+                "$("$base/timer-$variant/.build/release/build-timer" "$root/$db" "$runs")" >> "$out/baseline.jsonl"
+        done
+    done
 fi
 
 python3 - "$out" <<'PY'
@@ -124,9 +137,14 @@ engine = json.load(open(f"{out}/engine.json"))
 socket = json.load(open(f"{out}/socket.json"))
 s = engine["subjects"]
 print(f"snapshot: load {engine['snapshot']['load_s_median']} s, build {engine['snapshot']['build_ms_median']} ms (medians)", file=sys.stderr)
-if os.path.exists(f"{out}/baseline.json"):
-    b = json.load(open(f"{out}/baseline.json"))
-    print(f"baseline: load {b['load_s_median']:.3f} s, build {b['build_ms_median']:.1f} ms", file=sys.stderr)
+if os.path.exists(f"{out}/baseline.jsonl"):
+    rows = [json.loads(line) for line in open(f"{out}/baseline.jsonl") if line.strip()]
+    for variant in ["baseline", "head"]:
+        mine = [r["result"] for r in rows if r["variant"] == variant]
+        builds = sorted(r["build_ms_median"] for r in mine)
+        loads = sorted(r["load_s_median"] for r in mine)
+        print(f"{variant}: build {', '.join(f'{b:.0f}' for b in builds)} ms (medians of each round, thread CPU), "
+              f"load {', '.join(f'{l:.2f}' for l in loads)} s (wall)", file=sys.stderr)
 for name in ["admin", "top_sampled", "typical"]:
     e, k = engine[f"list_projects_{name}"], socket[f"list_projects_{name}"]
     n = k["naive"]
@@ -140,4 +158,4 @@ print(f"ListProjectAccess {s['shared_project']['project']} ({a['items']} users):
       f"{a['listing_ms_median']} ms; socket: round trip {k['round_trip_us_median']} us/page, server CPU {k['server_cpu_us_per_page']} us/page, "
       f"{k['server_cpu_ms_per_listing']} ms/listing; naive x{k['naive_over_lookup_server_cpu']} CPU", file=sys.stderr)
 PY
-say "raw results: $out/engine.json, $out/socket.json${baseline:+, $out/baseline.json}"
+say "raw results: $out/engine.json, $out/socket.json${baseline:+, $out/baseline.jsonl}"

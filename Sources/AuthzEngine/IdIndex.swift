@@ -27,9 +27,9 @@ public struct IdIndex: Sendable {
     }
 
     /// All ids' bytes, concatenated in index order.
-    private let arena: FlatTable<UInt8>
+    @usableFromInline let arena: FlatTable<UInt8>
     /// `offsets[i] ..< offsets[i + 1]` are the bytes of id `i` in `arena`.
-    private let offsets: FlatTable<Int32>
+    @usableFromInline let offsets: FlatTable<Int32>
     private let slots: FlatTable<Slot>
     private let capacity: Int
 
@@ -152,7 +152,8 @@ public struct IdIndex: Sendable {
     }
 
     /// The UTF-8 bytes of the id at `index`, in place: valid as long as this index (its
-    /// snapshot) is alive. Not generic, so callers in other modules pay a plain call.
+    /// snapshot) is alive. Inlinable: the wire encoder reads every listed id through it.
+    @inlinable
     public func utf8(at index: Int32) -> UnsafeRawBufferPointer {
         precondition(index >= 0 && Int(index) < count, "id index out of range")
         let start = Int(offsets[Int(index)])
