@@ -5,6 +5,7 @@
 import AuthzEngine
 import AuthzWire
 import AuthzWorkloads
+import Foundation
 import Testing
 import WireTestSupport
 
@@ -12,7 +13,7 @@ import WireTestSupport
 
 @Suite("Fast path")
 struct FastPathTests {
-    let snapshot = Snapshot(workspace: sampleWorkspace(), version: 7)
+    var snapshot = Snapshot(workspace: sampleWorkspace(), version: 7)
     static let users = ["u-admin", "u-editor", "u-viewer", "u-explorer", "u-guest", "u-gone", "", "u-nobody"]
     static let projects = ["p-revenue", "p-secret", "p-none"]
     static let assets = ["a-warehouse", "a-open", "a-none"]
@@ -166,6 +167,31 @@ struct FastPathTests {
                 #expect(got == expected, "\(request)")
             }
         }
+    }
+
+    /// The seed corpus of the `request` fuzz target (fuzz/corpus/request: every method,
+    /// error cases, and the inputs of crashes it found) through the server's own answers:
+    /// the fuzz target mirrors `RequestProcessor`'s mapping, this checks the real one.
+    @Test func theRequestFuzzCorpusIsAnsweredAlikeOnBothPaths() throws {
+        var root = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        while !FileManager.default.fileExists(atPath: root.appendingPathComponent("Package.swift").path) {
+            let parent = root.deletingLastPathComponent()
+            try #require(parent.path != root.path, "no Package.swift above \(#filePath)")
+            root = parent
+        }
+        let corpus = root.appendingPathComponent("fuzz/corpus/request")
+        let names = try FileManager.default.contentsOfDirectory(atPath: corpus.path).sorted()
+        #expect(names.count >= 40)
+        let demo = FastPathTests(snapshot: Snapshot(workspace: DemoWorkspace.workspace, version: 7))
+        let decoder = FastPathDecoder()
+        var answeredFast = 0
+        for name in names {
+            let payload = [UInt8](try Data(contentsOf: corpus.appendingPathComponent(name)))
+            guard let fast = demo.fastAnswer(payload, decoder) else { continue }
+            #expect(fast == demo.generalAnswer(payload), "\(name)")
+            answeredFast += 1
+        }
+        #expect(answeredFast >= 15, "the corpus has plain checks of every kind")
     }
 
     private func check(_ request: WireRequest, _ decoder: FastPathDecoder, expectFast: Bool) {
