@@ -57,6 +57,9 @@ final class ConnectionHandler: ChannelDuplexHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         session?.hangUp()
+        // The session's waker refers back to this handler: dropping the session breaks
+        // that cycle once the channel is gone.
+        session = nil
         closing = true
         timer?.cancel()
         timer = nil
@@ -68,6 +71,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
         timer?.cancel()
         timer = nil
         session?.hangUp()
+        session = nil
         self.context = nil
     }
 
