@@ -259,8 +259,13 @@ struct RequestTests {
             let client = try await server.client()
             _ = try await client.seatType(user: "u-admin")
             // The idle timeout closes the connection; the next call opens a new one.
-            // (Well past it, so that the close is not racing the next call on a loaded machine.)
-            try await Task.sleep(for: .milliseconds(2500))
+            // Once the server has closed it (and the client's loop has seen the end of the
+            // stream), so that the close does not race the next call on a loaded machine.
+            try await Task.sleep(for: .milliseconds(700))
+            try await eventually(.seconds(10), "the idle connection is closed") {
+                server.server.status.connectionsOpen == 0
+            }
+            try await Task.sleep(for: .milliseconds(300))
             let again = try await client.seatType(user: "u-admin")
             #expect(again.result.seat == .paidAuthor)
             await client.close()
