@@ -180,7 +180,7 @@ public struct ConnectionCore: Sendable {
     /// The next frame to answer from `input` (the unconsumed input bytes), given the output
     /// not yet sent.
     public mutating func nextFrame(input: UnsafeRawBufferPointer, outputPending: Int, now: Instant) -> FrameStep {
-        guard phase == .open || phase == .draining, parked == nil else { return .stop }
+        guard mayAnswer else { return .stop }
         if outputPending >= configuration.highWaterMark {
             throttled = true
             return .stop
@@ -210,7 +210,8 @@ public struct ConnectionCore: Sendable {
         parked = park
     }
 
-    /// Several plain frames were answered at once (the transport's fast path; never parks).
+    /// Whether frames may be answered now (open or draining, nothing parked): what a
+    /// transport's fast path checks before answering a run of plain checks itself.
     public var mayAnswer: Bool {
         (phase == .open || phase == .draining) && parked == nil
     }
@@ -280,7 +281,7 @@ public struct ConnectionCore: Sendable {
 
     /// Whether to read from the socket.
     public var wantsRead: Bool {
-        (phase == .open || phase == .draining) && parked == nil && !inputEnded && !throttled
+        mayAnswer && !inputEnded && !throttled
     }
 
     /// Whether the connection is done and should close now, given the unconsumed input and
