@@ -186,7 +186,7 @@ struct FastPathTests {
         let decoder = FastPathDecoder()
         var answeredFast = 0
         for name in names {
-            let payload = [UInt8](try Data(contentsOf: corpus.appendingPathComponent(name)))
+            let payload = try readFileBytes(corpus.appendingPathComponent(name).path)
             guard let fast = demo.fastAnswer(payload, decoder) else { continue }
             #expect(fast == demo.generalAnswer(payload), "\(name)")
             answeredFast += 1

@@ -55,7 +55,7 @@ struct OverwrittenInPlaceTests {
         let directory = try TestDirectory()
         let path = directory.file("authz.db")
         let version = try makeLargeDatabase(path)
-        let good = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
+        let good = try readFileBytes(path)
         try await withServer(workspace: nil, reloading: .init(), configure: { configuration in
             configuration.databasePath = path
             noAutomaticReload(&configuration)

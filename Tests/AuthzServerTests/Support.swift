@@ -74,6 +74,26 @@ final class TestDirectory: Sendable {
     deinit { try? FileManager.default.removeItem(atPath: path) }
 }
 
+/// A file's bytes, read with POSIX calls. Foundation's `Data(contentsOf:)` leaks its 4 KiB
+/// read buffer for an empty file (LeakSanitizer, in the fuzz corpus test), and the corpus
+/// has empty files on purpose.
+func readFileBytes(_ path: String) throws -> [UInt8] {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
+    defer { close(fd) }
+    var bytes: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 64 * 1024)
+    while true {
+        let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        if count == 0 { return bytes }
+        if count < 0 {
+            if errno == EINTR { continue }
+            throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO)
+        }
+        bytes.append(contentsOf: chunk[0..<count])
+    }
+}
+
 func fileExists(_ path: String) -> Bool {
     var info = stat()
     return lstat(path, &info) == 0
