@@ -22,17 +22,20 @@ let strictSettings: [SwiftSetting] = [
     .enableUpcomingFeature("InternalImportsByDefault"),
 ]
 
-/// The request path's modules (engine, wire format, server) skip Swift's dynamic
-/// exclusivity checks in release builds: they cost ~5% of the server's CPU per request
-/// (bench/RESULTS.md), and debug builds, which the tests use, keep them.
-let requestPathSettings: [SwiftSetting] =
-    strictSettings + [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
+/// No target uses `unsafeFlags`: SwiftPM refuses them in a package that is depended on by
+/// version, and `AuthzClient` is meant to be one (examples/swift-service). The request
+/// path's hot class properties opt out of Swift's dynamic exclusivity checks one by one with
+/// `@exclusivity(unchecked)` instead of `-enforce-exclusivity=unchecked` on whole modules
+/// (those checks cost ~5% of the server's CPU per request; bench/RESULTS.md).
+let requestPathSettings: [SwiftSetting] = strictSettings
 
 let package = Package(
     name: "authz-sidecar",
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "authzctl", targets: ["authzctl"]),
+        // The Swift client of the sidecar, for services (examples/swift-service).
+        .library(name: "AuthzClient", targets: ["AuthzClient"]),
         // Libraries for the benchmark packages in bench/ and the fuzzers in fuzz/ (path
         // dependencies).
         .library(name: "AuthzEngine", targets: ["AuthzEngine"]),

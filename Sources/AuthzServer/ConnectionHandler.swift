@@ -15,14 +15,15 @@ final class ConnectionHandler: ChannelDuplexHandler {
 
     private let server: ServerContext
     private let connectionID: UInt64
-    private var session: ConnectionSession?
-    private var context: ChannelHandlerContext?
-    private var credentials: PeerCredentials?
+    // Event-loop-confined: no dynamic exclusivity checks (Package.swift).
+    @exclusivity(unchecked) private var session: ConnectionSession?
+    @exclusivity(unchecked) private var context: ChannelHandlerContext?
+    @exclusivity(unchecked) private var credentials: PeerCredentials?
     /// A read was asked for while the session did not want one.
-    private var pendingRead = false
-    private var timer: Scheduled<Void>?
-    private var timerDeadline: NIODeadline?
-    private var closing = false
+    @exclusivity(unchecked) private var pendingRead = false
+    @exclusivity(unchecked) private var timer: Scheduled<Void>?
+    @exclusivity(unchecked) private var timerDeadline: NIODeadline?
+    @exclusivity(unchecked) private var closing = false
 
     init(server: ServerContext, connectionID: UInt64) {
         self.server = server

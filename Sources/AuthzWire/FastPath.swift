@@ -36,8 +36,9 @@ public struct FastCheck {
 public final class FastPathDecoder {
     /// Arena layout: `used`, `capacity` (two Ints), then the bytes handed out.
     private let arena: UnsafeMutableRawPointer
-    private var allocator: ProtobufCAllocator
-    private var message: UnsafeMutablePointer<Authz__V1__Request>?
+    // One thread's decoder, never re-entered: no dynamic exclusivity checks (Package.swift).
+    @exclusivity(unchecked) private var allocator: ProtobufCAllocator
+    @exclusivity(unchecked) private var message: UnsafeMutablePointer<Authz__V1__Request>?
 
     private static let headerSize = 16
 

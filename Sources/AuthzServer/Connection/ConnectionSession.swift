@@ -27,24 +27,26 @@ final class FastPathScratch {
 final class ConnectionSession {
     let id: UInt64
     let context: ServerContext
-    private(set) var core: ConnectionCore
-    private var input: RawBytes
-    private var output: RawBytes
+    // The session lives on one loop thread and never hands out inout access to its state
+    // across a call that could reach it again: no dynamic exclusivity checks (Package.swift).
+    @exclusivity(unchecked) private(set) var core: ConnectionCore
+    @exclusivity(unchecked) private var input: RawBytes
+    @exclusivity(unchecked) private var output: RawBytes
     /// Bytes handed to the transport's own write queue and not yet written (NIO).
-    private var inFlight = 0
+    @exclusivity(unchecked) private var inFlight = 0
     private let fast: FastPathScratch?
     private let waker: ConnectionWaker
     private let peer: () -> PeerCredentials?
     /// Bytes sent that the client has not read yet (the kernel's queue), or nil.
     private let unreadByPeer: () -> Int?
-    private var parkedRequest: WireRequest?
-    private var parkedWaiter: UInt64 = 0
+    @exclusivity(unchecked) private var parkedRequest: WireRequest?
+    @exclusivity(unchecked) private var parkedWaiter: UInt64 = 0
     /// Tells apart the reloads this connection parked on.
-    private var reloadToken: UInt64 = 0
-    private var unreportedRequests: UInt64 = 0
-    private var batchSnapshot: Snapshot?
-    private var batchSnapshotRead = false
-    private var errorLogged = false
+    @exclusivity(unchecked) private var reloadToken: UInt64 = 0
+    @exclusivity(unchecked) private var unreportedRequests: UInt64 = 0
+    @exclusivity(unchecked) private var batchSnapshot: Snapshot?
+    @exclusivity(unchecked) private var batchSnapshotRead = false
+    @exclusivity(unchecked) private var errorLogged = false
 
     static let baseInputCapacity = 16 * 1024
     static let baseOutputCapacity = 16 * 1024
@@ -452,7 +454,7 @@ final class FastRun {
     let checks: UnsafeMutablePointer<FastCheck>
     let keys: UnsafeMutablePointer<FastKeys>
     /// Where the touched words go, so the loads are not optimised away.
-    var sink: UInt64 = 0
+    @exclusivity(unchecked) var sink: UInt64 = 0
 
     init(capacity: Int) {
         self.capacity = capacity

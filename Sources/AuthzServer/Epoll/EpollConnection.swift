@@ -17,8 +17,9 @@ final class EpollConnection {
     unowned(unsafe) let loop: EpollLoop
     private let session: ConnectionSession
     /// The epoll events registered for the socket.
-    private(set) var interest: UInt32 = EPOLLIN.rawValue | EPOLLRDHUP.rawValue
-    private var closed = false
+    // Loop-confined: no dynamic exclusivity checks (Package.swift).
+    @exclusivity(unchecked) private(set) var interest: UInt32 = EPOLLIN.rawValue | EPOLLRDHUP.rawValue
+    @exclusivity(unchecked) private var closed = false
 
     init(fd: Int32, id: UInt64, loop: EpollLoop) {
         self.fd = fd

@@ -24,14 +24,15 @@ final class EpollLoop: @unchecked Sendable {
         var stopped = false
     }
 
-    // Loop-confined state.
-    private var connections: [Int32: EpollConnection] = [:]
-    private var acceptor: EpollAcceptor?
-    private var stopping = false
-    private var draining = false
+    // Loop-confined state, with no overlapping accesses: no dynamic exclusivity checks
+    // (Package.swift).
+    @exclusivity(unchecked) private var connections: [Int32: EpollConnection] = [:]
+    @exclusivity(unchecked) private var acceptor: EpollAcceptor?
+    @exclusivity(unchecked) private var stopping = false
+    @exclusivity(unchecked) private var draining = false
     /// The loop's clock, read once per wake-up.
-    private(set) var now = ContinuousClock.now
-    private var nextTick = ContinuousClock.now
+    @exclusivity(unchecked) private(set) var now = ContinuousClock.now
+    @exclusivity(unchecked) private var nextTick = ContinuousClock.now
     /// The hot path's scratch (its arena is reused for every request on this loop).
     let fastPath = FastPathScratch()
 
