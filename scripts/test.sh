@@ -16,6 +16,15 @@ if grep -E "^$(pwd)/(Sources|Tests)/.*: warning:" "$log" | sort -u | grep .; the
     exit 1
 fi
 
+echo "== examples/swift-service: a package depending on this one by URL and version (AuthzClient)"
+if ! examples/swift-service/build.sh >"$log" 2>&1; then
+    cat "$log"
+    echo "error: examples/swift-service does not build" >&2
+    exit 1
+fi
+tail -1 "$log"
+swift_service=$(swift build --package-path examples/swift-service --show-bin-path)/swift-service
+
 echo "== the wire contract from C: examples/c-client asks a real authzd"
 make -s -C examples/c-client
 bin=$(swift build --show-bin-path)
@@ -30,11 +39,18 @@ if [ "$answer" != "level=full_access reason=owner snapshot_version=1" ]; then
     echo "error: the C client got '$answer'" >&2
     exit 1
 fi
+echo "C client: $answer"
+answer=$("$swift_service" "$scratch/authz.sock" linus revenue-dashboard dc-warehouse)
+if [ "$answer" != "allowed: project: full_access (owner), connection: use (group_access), snapshot 1" ]; then
+    echo "error: examples/swift-service got '$answer'" >&2
+    exit 1
+fi
+echo "Swift service: $answer"
 kill -TERM "$authzd_pid"
 wait "$authzd_pid"
 authzd_pid=""
 [ ! -e "$scratch/authz.sock" ] || { echo "error: authzd left its socket behind" >&2; exit 1; }
-echo "C client: $answer; authzd stopped cleanly on SIGTERM"
+echo "authzd stopped cleanly on SIGTERM"
 
 echo "== load smoke: the C load generator against authzd, with reloads under load (bench/smoke.sh)"
 bash bench/smoke.sh "$bin"

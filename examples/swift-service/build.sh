@@ -5,15 +5,16 @@
 #   examples/swift-service/build.sh            build .build/debug/swift-service
 #
 # The URL is resolved to a bare clone of this repository's current commit (HEAD: commit what
-# you want built), tagged with the version, through a SwiftPM mirror written into the
-# example's own .swiftpm/ (git-ignored). The other packages come as usual. SwiftPM refuses a
+# you want built), tagged 0.1.<commit time> (SwiftPM remembers which commit a version was and
+# refuses the same version on another commit, so each commit gets its own), through a SwiftPM
+# mirror written into the example's own .swiftpm/ (git-ignored). The other packages come as usual. SwiftPM refuses a
 # package depended on by version whose products' targets carry unsafeFlags, so this build is
 # the check that AuthzClient (and what it needs) can be used by URL and version.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
 url=https://github.com/authz-sidecar/authz-sidecar.git
-version=0.1.0
+version=0.1.$(git -C "$root" log -1 --format=%ct)
 work=$here/.build-deps
 
 if [ -n "$(git -C "$root" status --porcelain --untracked-files=no)" ]; then
@@ -36,4 +37,4 @@ if grep -E "^$here/Sources/.*: warning:" "$log" | sort -u | grep .; then
     echo "error: examples/swift-service builds with warnings (above)" >&2
     exit 1
 fi
-echo "examples/swift-service: built $(swift build --package-path "$here" --show-bin-path)/swift-service against $url $version (HEAD $(git -C "$root" rev-parse --short HEAD))"
+echo "examples/swift-service: built $(swift build --package-path "$here" --show-bin-path)/swift-service against $url at $version (HEAD $(git -C "$root" rev-parse --short HEAD))"
