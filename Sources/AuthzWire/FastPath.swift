@@ -2,7 +2,7 @@
 // (ids stay bytes inside the unpacked message; protobuf-c allocates from a bump arena
 // instead of malloc), and its answer packed straight into the output buffer with one
 // protobuf-c pass. Anything unusual (a batch, explain, an invalid id or enum value, an id
-// holding a NUL byte, a deadline, Status, Reload, a payload protobuf-c rejects) is not handled here: the caller
+// holding a NUL byte, Status, Reload, a payload protobuf-c rejects) is not handled here: the caller
 // falls back to `WireRequest(decoding:)`, which produces the exact errors. The answers are
 // byte-identical to `WireResponse` encodings of the same results (tested).
 
@@ -67,7 +67,9 @@ public final class FastPathDecoder {
     }
 
     /// The check in `payload` if it is one the fast path answers: CanUse,
-    /// EffectivePermission or SeatType, not explained, no deadline, valid ids and enums.
+    /// EffectivePermission or SeatType, not explained, valid ids and enums. A `deadline_ms`
+    /// does not matter here: the fast path answers only what it can answer at once (the
+    /// caller checks the consistency token), and a deadline only bounds waiting.
     /// Nil otherwise (use `WireRequest(decoding:)`). Checks decoded earlier stay valid if
     /// `keepingEarlier` (for answering a run of checks together, until the arena is full);
     /// otherwise their memory is reused.
@@ -77,7 +79,7 @@ public final class FastPathDecoder {
         guard let message = withUnsafeMutablePointer(to: &allocator, { authz__v1__request__unpack($0, payload.count, bytes) })
         else { return nil }
         let request = message.pointee
-        guard request.explain == 0, request.deadline_ms == 0 else { return nil }
+        guard request.explain == 0 else { return nil }
         // An id cut short at a NUL by protobuf-c: the general path names it.
         if NulScan.mayHoldNul(payload), NulScan.find(in: payload, of: request.base.descriptor) != nil { return nil }
         let kind: FastCheck.Kind

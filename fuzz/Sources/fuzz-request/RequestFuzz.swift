@@ -109,7 +109,7 @@ func checkIdBytes(_ fast: FastCheck, _ decoded: WireRequest) {
 
 /// A request the fast path documents it answers.
 func isPlain(_ request: WireRequest) -> Bool {
-    guard !request.explain, request.deadlineMs == 0 else { return false }
+    guard !request.explain else { return false }
     switch request.method {
     case .check(.effectivePermission), .check(.canUse), .check(.seatType): return true
     default: return false
