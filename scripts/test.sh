@@ -50,3 +50,6 @@ AUTHZ_STRICT_TIMING=1 swift test --skip-build --filter "fourDaemonsOnOneDatabase
 
 echo "== Kubernetes manifests validate (scripts/validate-manifests.sh)"
 scripts/validate-manifests.sh
+
+echo "== the release tarball runs without the Swift toolchain (scripts/test-package.sh)"
+scripts/test-package.sh
