@@ -63,3 +63,9 @@ AUTHZ_TEST_TRANSPORT=nio swift test --skip-build --filter AuthzServerTests
 
 echo "== timing requirements, each test alone on a quiet machine"
 AUTHZ_STRICT_TIMING=1 swift test --skip-build --filter "fourDaemonsOnOneDatabaseServeACommitWithin100ms"
+
+echo "== Kubernetes manifests validate (scripts/validate-manifests.sh)"
+scripts/validate-manifests.sh
+
+echo "== the release tarball runs without the Swift toolchain (scripts/test-package.sh)"
+scripts/test-package.sh

@@ -222,11 +222,20 @@ struct Check: AsyncParsableCommand {
 struct Status: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Print the status of a running authzd as JSON.",
-        discussion: "Snapshot version and age, counts, the last load error, uptime, connections and requests served."
+        discussion: """
+            Snapshot version and age, counts, the last load error, uptime, connections and \
+            requests served. Exit status 1 if the daemon cannot be asked. With --ready (for \
+            readiness and startup probes), exit status 3 after printing the status unless a \
+            snapshot is loaded, that is unless the daemon answers checks: while it has never \
+            loaded the database it answers them UNAVAILABLE.
+            """
     )
 
     @Option(name: .long, help: ArgumentHelp("The authzd Unix socket.", valueName: "path"))
     var socket: String
+
+    @Flag(help: "Exit with status 3 unless a snapshot is loaded (a readiness check).")
+    var ready = false
 
     func run() async throws {
         let status: WireResponse.StatusResult
@@ -254,6 +263,11 @@ struct Status: AsyncParsableCommand {
             "requests_served": .number(Double(status.requestsServed)),
         ]
         print(JSONValue.object(object).serialized(pretty: true))
+        if ready && status.loadedAtUnixMs == 0 {
+            let reason = status.lastLoadError.isEmpty ? "no load attempted yet" : "last load error: \(status.lastLoadError)"
+            IO.printError("authzctl: not ready: \(socket) has no workspace snapshot loaded (\(reason))")
+            throw ExitCode(3)
+        }
     }
 }
 

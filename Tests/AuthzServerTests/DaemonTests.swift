@@ -211,6 +211,38 @@ struct DaemonTests {
         #expect(try await daemon.waitForExit() == 0)
     }
 
+    /// The readiness probe of deploy/kubernetes: `authzctl status --ready` fails (3) while
+    /// the daemon has no snapshot, even though it answers Status, and passes once it has.
+    @Test func authzctlStatusReadyFailsUntilASnapshotIsLoaded() async throws {
+        let authzctl = try #require(authzctlPath)
+        let directory = try TestDirectory()
+        let socket = directory.file("authz.sock")
+        let database = directory.file("authz.db")
+        let daemon = try Daemon(
+            arguments: ["--db", database, "--socket", socket, "--no-watch", "--poll-interval", "0"], directory: directory)
+        try await connectWhenListening(socket, daemon).close()
+
+        let plain = try runCommand(authzctl, ["status", "--socket", socket])
+        #expect(plain.status == 0, "without --ready, status only needs an answer: \(plain.stderr)")
+        let notReady = try runCommand(authzctl, ["status", "--socket", socket, "--ready"])
+        #expect(notReady.status == 3, "\(notReady.stdout) \(notReady.stderr)")
+        #expect(notReady.stdout.contains("\"snapshot_version\": 0"), "the status is still printed: \(notReady.stdout)")
+        #expect(notReady.stderr.contains("not ready"), "\(notReady.stderr)")
+        #expect(notReady.stderr.contains("authz.db"), "the last load error names the database: \(notReady.stderr)")
+
+        let version = try makeDatabase(database)
+        let reload = try runCommand(authzctl, ["reload", "--socket", socket])
+        #expect(reload.status == 0, "\(reload.stderr)")
+        let ready = try runCommand(authzctl, ["status", "--socket", socket, "--ready"])
+        #expect(ready.status == 0, "\(ready.stderr)")
+        #expect(ready.stdout.contains("\"snapshot_version\": \(version)"), "\(ready.stdout)")
+
+        kill(daemon.process.processIdentifier, SIGTERM)
+        #expect(try await daemon.waitForExit() == 0, "\(daemon.stderr)")
+        let gone = try runCommand(authzctl, ["status", "--socket", socket, "--ready"])
+        #expect(gone.status == 1, "no daemon: cannot ask (\(gone.stderr))")
+    }
+
     @Test(.enabled(if: geteuid() == 0, "needs root to run a client as another Unix user"))
     func reloadFromAnotherUnixUserIsDenied() async throws {
         let authzctl = try #require(authzctlPath)
