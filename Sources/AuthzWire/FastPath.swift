@@ -29,6 +29,9 @@ public struct FastCheck {
 
     public var callId: UInt64
     public var minSnapshotVersion: UInt64
+    /// The request's `deadline_ms` (0: none). It bounds waiting only: the caller answers a
+    /// check whose deadline passed while it was queued the general way (DEADLINE_EXCEEDED).
+    public var deadlineMs: UInt32
     public var kind: Kind
 }
 
@@ -67,9 +70,8 @@ public final class FastPathDecoder {
     }
 
     /// The check in `payload` if it is one the fast path answers: CanUse,
-    /// EffectivePermission or SeatType, not explained, valid ids and enums. A `deadline_ms`
-    /// does not matter here: the fast path answers only what it can answer at once (the
-    /// caller checks the consistency token), and a deadline only bounds waiting.
+    /// EffectivePermission or SeatType, not explained, valid ids and enums. The caller checks
+    /// the consistency token and the deadline (`deadlineMs`) before it answers.
     /// Nil otherwise (use `WireRequest(decoding:)`). Checks decoded earlier stay valid if
     /// `keepingEarlier` (for answering a run of checks together, until the arena is full);
     /// otherwise their memory is reused.
@@ -115,7 +117,9 @@ public final class FastPathDecoder {
         default:
             return nil
         }
-        return FastCheck(callId: request.call_id, minSnapshotVersion: request.min_snapshot_version, kind: kind)
+        return FastCheck(
+            callId: request.call_id, minSnapshotVersion: request.min_snapshot_version, deadlineMs: request.deadline_ms,
+            kind: kind)
     }
 
     /// An id's bytes if valid (`Identifier` rules; empty only where allowed), else nil.

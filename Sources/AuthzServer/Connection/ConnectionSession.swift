@@ -158,7 +158,7 @@ final class ConnectionSession {
     func process(now: ContinuousClock.Instant) {
         answering: while true {
             if fast != nil, input.count > FrameHeader.size, core.mayAnswer,
-                output.count < core.configuration.highWaterMark, answerFastRun()
+                output.count < core.configuration.highWaterMark, answerFastRun(now: now)
             {
                 continue
             }
@@ -248,8 +248,8 @@ final class ConnectionSession {
     /// them all, load every id's index slot, look them all up and load their records, then
     /// decide and encode each in order. False when the first frame is not such a check
     /// (incomplete, another method, an error, a consistency token the snapshot does not
-    /// satisfy, fail-closed): `process` takes it the general way.
-    private func answerFastRun() -> Bool {
+    /// satisfy, a deadline passed while it was queued, fail-closed): `process` takes it the general way.
+    private func answerFastRun(now: ContinuousClock.Instant) -> Bool {
         guard let fast, let snapshot = readBatchSnapshot(), context.failClosedReason() == nil else { return false }
         let decoder = fast.decoder
         let run = fast.run
@@ -262,7 +262,9 @@ final class ConnectionSession {
             guard case .frame(let frame) = parser.parse(rest) else { break }
             let payload = UnsafeRawBufferPointer(rebasing: rest[frame.payload])
             guard let check = decoder.decode(payload, keepingEarlier: count > 0),
-                check.minSnapshotVersion <= snapshot.version
+                check.minSnapshotVersion <= snapshot.version,
+                // Queued behind a waiting request past its deadline: DEADLINE_EXCEEDED, the general way.
+                check.deadlineMs == 0 || core.lastRead + .milliseconds(Int64(check.deadlineMs)) > now
             else { break }
             run.checks[count] = check
             count += 1
