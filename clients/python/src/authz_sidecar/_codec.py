@@ -3,7 +3,6 @@ typed results. Shared by the sync and the async client; no I/O here."""
 
 from __future__ import annotations
 
-import math
 import struct
 from typing import Callable, Optional, Sequence, Union
 
@@ -68,10 +67,15 @@ def deadline_ms(timeout: Optional[float]) -> int:
     server then answers by the client's deadline instead of its default 1 s. For every other
     call the client's own timeout is the deadline, and the field stays 0: authzd's fast path
     for plain checks (Sources/AuthzWire/FastPath.swift) only takes requests without a
-    deadline, and a deadline costs each check several microseconds."""
+    deadline, and a deadline costs each check several microseconds.
+
+    The server's budget is the client's less a margin (a tenth, at most 50 ms), so that when
+    the snapshot does not come the server's own answer (FAILED_PRECONDITION, naming the
+    version in service) arrives before the client gives up, rather than racing it."""
     if timeout is None:
         return 0
-    return max(1, min(MAX_DEADLINE_MS, math.ceil(timeout * 1000)))
+    budget = timeout - min(0.05, timeout / 10)
+    return max(1, min(MAX_DEADLINE_MS, int(budget * 1000)))
 
 
 def frame(payload: bytes, max_request_size: int) -> bytes:
