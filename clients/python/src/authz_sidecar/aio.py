@@ -54,9 +54,11 @@ class _Protocol(asyncio.Protocol):
         self.paused = False
         self.drain_waiters: list = []
         self.next_id = 1
+        self.loop = None
 
     def connection_made(self, transport) -> None:
         self.transport = transport
+        self.loop = asyncio.get_running_loop()
 
     def data_received(self, data: bytes) -> None:
         buf = self.buf
@@ -168,8 +170,12 @@ class AsyncClient:
         self.connect_timeout = connect_timeout
         self.max_request_size = max_request_size
         self.max_response_size = max_response_size
-        self._protocol: Optional[_Protocol] = None
-        self._connecting: Optional[asyncio.Future] = None
+        # [0]: the connection of every call; [1]: opened for calls with a consistency token
+        # newer than any answer seen, which the server may hold (and every call behind them
+        # on their connection): they do not stall the others.
+        self._protocols: list = [None, None]
+        self._connecting: list = [None, None]
+        self._seen_version = 0
         self._pid = os.getpid()
         self._inherited: list = []
         self._closed = False
@@ -180,36 +186,46 @@ class AsyncClient:
     async def __aexit__(self, *exc) -> None:
         await self.close()
 
+    @property
+    def _protocol(self) -> Optional[_Protocol]:
+        return self._protocols[0]
+
     async def close(self) -> None:
         self._closed = True
-        protocol, self._protocol = self._protocol, None
-        if protocol is not None and protocol.transport is not None and self._pid == os.getpid():
-            protocol.transport.close()
+        protocols, self._protocols = self._protocols, [None, None]
+        for protocol in protocols:
+            if protocol is not None and protocol.transport is not None and self._pid == os.getpid():
+                protocol.transport.close()
 
     async def connect(self) -> None:
         """Connects now (else the first call does), so a wrong path fails here."""
-        await self._connection()
+        await self._connection(0)
 
-    async def _connection(self) -> _Protocol:
-        protocol = self._protocol
+    async def _connection(self, slot: int) -> _Protocol:
+        protocol = self._protocols[slot]
+        loop = asyncio.get_running_loop()
         if protocol is not None and not protocol.closed and self._pid == os.getpid():
-            return protocol
+            if protocol.loop is loop:
+                return protocol
+            # Another event loop (a new asyncio.run): the old one's connection is unusable
+            # here; drop it (closed with its socket object) and connect on this loop.
+            self._protocols[slot] = None
         if self._pid != os.getpid():
-            # A forked child: the parent's connection belongs to the parent's event loop. Keep
-            # it referenced (never closed through a loop we share the epoll set with) and
-            # open our own.
-            self._inherited.append(self._protocol)
-            self._protocol = None
-            self._connecting = None
+            # A forked child: the parent's connections belong to the parent's event loop. Keep
+            # them referenced (never closed through a loop whose epoll set we share with the
+            # parent) and open our own.
+            self._inherited.append(self._protocols)
+            self._protocols = [None, None]
+            self._connecting = [None, None]
             self._pid = os.getpid()
         if self._closed:
             raise AuthzError(StatusCode.UNAVAILABLE, "the client is closed")
-        if self._connecting is None or self._connecting.done():
-            loop = asyncio.get_running_loop()
-            self._connecting = loop.create_task(self._open())
-        return await asyncio.shield(self._connecting)
+        connecting = self._connecting[slot]
+        if connecting is None or connecting.done() or connecting.get_loop() is not loop:
+            connecting = self._connecting[slot] = loop.create_task(self._open(slot))
+        return await asyncio.shield(connecting)
 
-    async def _open(self) -> _Protocol:
+    async def _open(self, slot: int) -> _Protocol:
         loop = asyncio.get_running_loop()
         try:
             coro = loop.create_unix_connection(lambda: _Protocol(self.max_response_size), self.socket_path)
@@ -219,7 +235,7 @@ class AsyncClient:
                 _, protocol = await asyncio.wait_for(coro, self.connect_timeout)
         except (OSError, asyncio.TimeoutError) as error:
             raise AuthzError(StatusCode.UNAVAILABLE, f"cannot connect to authzd at {self.socket_path}: {error or 'timed out'}") from None
-        self._protocol = protocol
+        self._protocols[slot] = protocol
         return protocol
 
     async def _call(self, request, decode, timeout, retry: bool = True):
@@ -232,8 +248,13 @@ class AsyncClient:
                 # The server is told the budget only when it may wait (see _codec.deadline_ms).
                 request.deadline_ms = c.deadline_ms(timeout)
         attempt = 0
+        token = request.min_snapshot_version
+        slot = 1 if token > self._seen_version else 0
         while True:
-            protocol = await self._connection()
+            protocol = self._protocols[slot]
+            if (protocol is None or protocol.closed or self._pid != os.getpid()
+                    or protocol.loop is not asyncio.get_running_loop()):
+                protocol = await self._connection(slot)
             try:
                 response = await self._roundtrip(protocol, request, deadline)
                 break
@@ -245,9 +266,10 @@ class AsyncClient:
                 if attempt > 1:
                     raise AuthzError(StatusCode.UNAVAILABLE, f"{broken.message} (after one retry on a new connection)") from None
                 log.debug("authz_sidecar: %s; retrying once on a new connection", broken.message)
-        error = c.error_of(response)
-        if error is not None:
-            raise error
+        if response.snapshot_version > self._seen_version:
+            self._seen_version = response.snapshot_version
+        if response.HasField("status") and response.status.code:
+            raise c.error_of(response)
         return decode(response)
 
     async def _roundtrip(self, protocol: _Protocol, request, deadline: Optional[float]):
