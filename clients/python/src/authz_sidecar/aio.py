@@ -55,6 +55,7 @@ class _Protocol(asyncio.Protocol):
         self.drain_waiters: list = []
         self.next_id = 1
         self.loop = None
+        self.outgoing: list = []
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -117,6 +118,18 @@ class _Protocol(asyncio.Protocol):
         self.closed = True
         reason = f"connection lost: {exc}" if exc else "the server closed the connection"
         self._fail_pending(_Broken(reason))
+
+    def send(self, data: bytes) -> None:
+        """Queues a frame; the frames queued in one turn of the event loop go out in one write
+        (one system call for many pipelined calls)."""
+        if not self.outgoing:
+            self.loop.call_soon(self._flush)
+        self.outgoing.append(data)
+
+    def _flush(self) -> None:
+        outgoing, self.outgoing = self.outgoing, []
+        if not self.closed and self.transport is not None:
+            self.transport.write(outgoing[0] if len(outgoing) == 1 else b"".join(outgoing))
 
     def pause_writing(self) -> None:
         self.paused = True
@@ -287,7 +300,7 @@ class AsyncClient:
                 if remaining <= 0:
                     raise AuthzError(StatusCode.DEADLINE_EXCEEDED, "the deadline passed before the request was sent")
                 handle = loop.call_at(loop.time() + remaining, _expire, future, remaining)
-            protocol.transport.write(data)
+            protocol.send(data)
             if protocol.paused:
                 await protocol.drain()
             return await future
