@@ -137,6 +137,21 @@ def test_deadlines(demo_daemon):
             # Fails closed on a deadline.
             assert await client.allowed(USER, PROJECT, min_snapshot_version=10**9, timeout=0.1) is False
 
+        # The client's default timeout (one timer for the calls in flight), on calls held up
+        # behind a held one on their connection.
+        async with AsyncClient(demo_daemon.socket, timeout=0.2) as client:
+            await client.status()
+            held = asyncio.ensure_future(client.effective_permission(USER, PROJECT, min_snapshot_version=10**9, timeout=1.0))
+            await asyncio.sleep(0.02)
+            started = time.monotonic()
+            behind = await asyncio.gather(*(client.seat_type(USER, min_snapshot_version=10**8) for _ in range(20)),
+                                          return_exceptions=True)
+            assert all(isinstance(e, AuthzError) and e.code == StatusCode.DEADLINE_EXCEEDED for e in behind)
+            assert 0.15 < time.monotonic() - started < 0.5
+            with pytest.raises(AuthzError):
+                await held
+            assert (await client.seat_type("ada")).role == Role.ADMIN
+
     run(main())
 
 

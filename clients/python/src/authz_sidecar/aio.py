@@ -8,6 +8,7 @@ out removes its future; its answer, arriving later, is dropped; the connection s
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import os
 import struct
@@ -56,6 +57,11 @@ class _Protocol(asyncio.Protocol):
         self.next_id = 1
         self.loop = None
         self.outgoing: list = []
+        # The deadlines of calls with the client's default timeout, in the order they were
+        # made, hence in deadline order: one timer for the earliest instead of one per call.
+        self.deadlines: collections.deque = collections.deque()
+        self.sweeper = None
+        self.timeout = 0.0
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -130,6 +136,33 @@ class _Protocol(asyncio.Protocol):
         outgoing, self.outgoing = self.outgoing, []
         if not self.closed and self.transport is not None:
             self.transport.write(outgoing[0] if len(outgoing) == 1 else b"".join(outgoing))
+
+    def watch(self, deadline: float, future: asyncio.Future) -> None:
+        """Expires `future` at `deadline` (loop time), unless done before; deadlines must be
+        watched in increasing order."""
+        self.deadlines.append((deadline, future))
+        if self.sweeper is None:
+            self.sweeper = self.loop.call_at(deadline, self._sweep)
+
+    def trim(self) -> None:
+        deadlines = self.deadlines
+        while deadlines and deadlines[0][1].done():
+            deadlines.popleft()
+
+    def _sweep(self) -> None:
+        self.sweeper = None
+        now = self.loop.time()
+        deadlines = self.deadlines
+        while deadlines:
+            deadline, future = deadlines[0]
+            if future.done():
+                deadlines.popleft()
+            elif deadline <= now:
+                deadlines.popleft()
+                _expire(future, self.timeout)
+            else:
+                self.sweeper = self.loop.call_at(deadline, self._sweep)
+                break
 
     def pause_writing(self) -> None:
         self.paused = True
@@ -260,6 +293,7 @@ class AsyncClient:
             if request.min_snapshot_version:
                 # The server is told the budget only when it may wait (see _codec.deadline_ms).
                 request.deadline_ms = c.deadline_ms(timeout)
+        default = timeout == self.timeout
         attempt = 0
         token = request.min_snapshot_version
         slot = 1 if token > self._seen_version else 0
@@ -269,7 +303,7 @@ class AsyncClient:
                     or protocol.loop is not asyncio.get_running_loop()):
                 protocol = await self._connection(slot)
             try:
-                response = await self._roundtrip(protocol, request, deadline)
+                response = await self._roundtrip(protocol, request, deadline, default and attempt == 0)
                 break
             except _Broken as broken:
                 attempt += 1
@@ -285,7 +319,7 @@ class AsyncClient:
             raise c.error_of(response)
         return decode(response)
 
-    async def _roundtrip(self, protocol: _Protocol, request, deadline: Optional[float]):
+    async def _roundtrip(self, protocol: _Protocol, request, deadline: Optional[float], default: bool):
         call_id = protocol.next_id
         protocol.next_id = call_id + 1
         request.call_id = call_id
@@ -299,7 +333,11 @@ class AsyncClient:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise AuthzError(StatusCode.DEADLINE_EXCEEDED, "the deadline passed before the request was sent")
-                handle = loop.call_at(loop.time() + remaining, _expire, future, remaining)
+                if default:
+                    protocol.timeout = self.timeout
+                    protocol.watch(loop.time() + remaining, future)
+                else:
+                    handle = loop.call_at(loop.time() + remaining, _expire, future, remaining)
             protocol.send(data)
             if protocol.paused:
                 await protocol.drain()
@@ -311,6 +349,8 @@ class AsyncClient:
                 del protocol.pending[call_id]
             if handle is not None:
                 handle.cancel()
+            elif protocol.deadlines and protocol.deadlines[0][1] is future:
+                protocol.trim()
 
     # --- pipelining --------------------------------------------------------------------
 

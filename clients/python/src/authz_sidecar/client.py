@@ -326,7 +326,7 @@ class Client:
             raise
 
     def _checkin(self, conn: _Connection) -> None:
-        if self._closed or self._pid != _getpid():
+        if self._closed:
             conn.close()
             with self._lock:
                 self._open -= 1
