@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs the system packages the sidecar builds against, if any are missing.
 # Debian/Ubuntu: libsqlite3-dev (the store), libprotobuf-c-dev + protobuf-c-compiler (the
-# wire format), pkg-config (SwiftPM finds both libraries through it), sqlite3 (operators).
+# wire format), pkg-config (SwiftPM finds both libraries through it), sqlite3 (operators),
+# protobuf-compiler (protoc: the Python client's generated code, scripts/gen-python.sh).
 set -euo pipefail
 
-packages=(libsqlite3-dev libprotobuf-c-dev protobuf-c-compiler pkg-config sqlite3)
+packages=(libsqlite3-dev libprotobuf-c-dev protobuf-c-compiler pkg-config sqlite3 protobuf-compiler)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

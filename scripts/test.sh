@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: installs missing system packages, checks the generated protobuf-c code
 # is current, builds everything (a compiler warning in this package's own code fails the
-# run), and runs every test, including every conformance file in ../shared/conformance.
+# run), and runs every test, including every conformance file in ../shared/conformance,
+# and the Python client's (clients/python/test.sh: its generated code, pytest).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -51,6 +52,9 @@ wait "$authzd_pid"
 authzd_pid=""
 [ ! -e "$scratch/authz.sock" ] || { echo "error: authzd left its socket behind" >&2; exit 1; }
 echo "authzd stopped cleanly on SIGTERM"
+
+echo "== the Python client (clients/python): generated code current, pytest against a real authzd"
+AUTHZD=$bin/authzd AUTHZCTL=$bin/authzctl clients/python/test.sh
 
 echo "== load smoke: the C load generator against authzd, with reloads under load (bench/smoke.sh)"
 bash bench/smoke.sh "$bin"
