@@ -1,0 +1,439 @@
+// The decision log: JSON Lines of the decisions answered, for audits (authzd --decision-log).
+//
+// The request path only copies a decision into its loop's ring (DecisionRing): no
+// formatting, allocation, lock or system call. One writer thread drains the rings every
+// `flushInterval`, formats the records as JSON and appends them to the file with one
+// write(2) per drain, rotating it by size. A full ring drops new decisions (counted); a
+// failed write (disk full, a closed pipe) is logged once, counted, and the decisions in it
+// are lost (counted): serving goes on.
+
+import AuthzEngine
+import AuthzWire
+public import Logging
+import NIOPosix
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+public final class DecisionLog: Sendable {
+    /// What the log has done so far.
+    public struct Statistics: Sendable, Equatable {
+        /// Decisions written to the log.
+        public var written: UInt64
+        /// Decisions dropped because a loop's buffer was full.
+        public var dropped: UInt64
+        /// Decisions lost to failed writes.
+        public var lost: UInt64
+        /// Failed writes (and failed attempts to open the file).
+        public var writeErrors: UInt64
+        /// Rotations of the file.
+        public var rotations: UInt64
+    }
+
+    public let configuration: DecisionLogConfiguration
+    /// One ring per event loop: loop `i` records into `rings[i]` only.
+    let rings: [DecisionRing]
+    private let writer: DecisionLogWriter
+    private let pool: NIOThreadPool
+    private let state = Mutex(RunState.idle)
+    /// Decisions whose sampling draw is at most this are recorded (UInt64.max: all).
+    private let sampleThreshold: UInt64
+    /// Bit `m` set: method `m` is recorded.
+    private let methodMask: UInt32
+
+    private enum RunState { case idle, running, stopped }
+
+    /// Opens the log (so a path that cannot be written fails at start) with one ring per
+    /// event loop.
+    public init(configuration: DecisionLogConfiguration, loops: Int, logger: Logger) throws(ConfigurationError) {
+        let problems = configuration.problems
+        guard problems.isEmpty else { throw ConfigurationError(problems.map { "--decision-log: \($0)" }) }
+        self.configuration = configuration
+        var seed = UInt64(truncatingIfNeeded: getpid()) &* 0x9E37_79B9_7F4A_7C15
+        rings = (0..<max(1, loops)).map { index in
+            seed = seed &+ UInt64(index + 1) &* 0xBF58_476D_1CE4_E5B9
+            return DecisionRing(capacity: configuration.bufferSize, seed: seed)
+        }
+        sampleThreshold =
+            configuration.sampleRate >= 1
+            ? .max : UInt64(max(0, configuration.sampleRate) * 18_446_744_073_709_549_568.0)
+        methodMask = (configuration.methods ?? Set(DecisionMethod.allCases)).reduce(0) { $0 | 1 << UInt32($1.rawValue) }
+        writer = try DecisionLogWriter(configuration: configuration, rings: rings, logger: logger)
+        pool = NIOThreadPool(numberOfThreads: 1)
+    }
+
+    /// Starts the writer thread.
+    public func start() {
+        let start = state.withLock { state -> Bool in
+            guard case .idle = state else { return false }
+            state = .running
+            return true
+        }
+        guard start else { return }
+        pool.start()
+        let writer = self.writer
+        pool.submit { _ in writer.run() }
+    }
+
+    /// Stops the writer after it has written everything recorded so far, and closes the file.
+    /// Call after the loops stopped recording.
+    public func stop() {
+        let wasRunning = state.withLock { state -> Bool in
+            defer { state = .stopped }
+            if case .running = state { return true }
+            return false
+        }
+        guard wasRunning else {
+            writer.closeFile()
+            return
+        }
+        writer.requestStop()
+        try? pool.syncShutdownGracefully()
+    }
+
+    /// The writer, for tests that drain by hand instead of starting its thread.
+    var writerForTests: DecisionLogWriter { writer }
+
+    public var statistics: Statistics {
+        var statistics = writer.statistics
+        statistics.dropped = rings.reduce(0) { $0 &+ $1.dropped }
+        return statistics
+    }
+
+    /// Whether a decision of `method` is recorded on `ring` (the method filter, then the
+    /// sampling draw). The denials filter needs the outcome: `record` applies it.
+    @inline(__always)
+    func wants(_ method: DecisionMethod, on ring: DecisionRing) -> Bool {
+        guard methodMask & (1 << UInt32(method.rawValue)) != 0 else { return false }
+        return sampleThreshold == .max || ring.nextRandom() <= sampleThreshold
+    }
+
+    /// Records a decision on `ring` (the loop's own), unless only denials are logged and this
+    /// is none.
+    @inline(__always)
+    func record(
+        _ record: DecisionRecord, ids: (UnsafeRawBufferPointer?, UnsafeRawBufferPointer?, UnsafeRawBufferPointer?),
+        on ring: DecisionRing
+    ) {
+        if configuration.denialsOnly && !record.outcome.isDenial { return }
+        ring.record(record, ids: ids)
+    }
+
+    /// The wall clock, nanoseconds since the Unix epoch.
+    static func unixNanos() -> Int64 {
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        return Int64(now.tv_sec) * 1_000_000_000 + Int64(now.tv_nsec)
+    }
+}
+
+/// The writer thread's side: drains, formats, writes, rotates.
+final class DecisionLogWriter: @unchecked Sendable {
+    private let configuration: DecisionLogConfiguration
+    private let rings: [DecisionRing]
+    private let logger: Logger
+    private let stopRequested = Atomic<Bool>(false)
+    private let counters = Mutex(DecisionLog.Statistics(written: 0, dropped: 0, lost: 0, writeErrors: 0, rotations: 0))
+
+    // Writer thread only (and `init` / `closeFile` before or after it runs).
+    private var fd: Int32 = -1
+    private var fileBytes = 0
+    private var buffer: [UInt8] = []
+    private var failing = false
+
+    init(configuration: DecisionLogConfiguration, rings: [DecisionRing], logger: Logger) throws(ConfigurationError) {
+        self.configuration = configuration
+        self.rings = rings
+        self.logger = logger
+        buffer.reserveCapacity(1 << 20)
+        if let error = openFile() {
+            throw ConfigurationError("--decision-log: cannot open \(path): \(error)")
+        }
+    }
+
+    private var path: String {
+        switch configuration.destination {
+        case .file(let path): path
+        case .standardOutput: "standard output"
+        }
+    }
+
+    var statistics: DecisionLog.Statistics { counters.withLock { $0 } }
+
+    func requestStop() { stopRequested.store(true, ordering: .releasing) }
+
+    /// The writer thread's loop: drain, write, sleep; after a stop, one last drain.
+    func run() {
+        let interval = configuration.flushInterval
+        let sleepNanos = max(1_000_000, interval.components.seconds * 1_000_000_000 + interval.components.attoseconds / 1_000_000_000)
+        while !stopRequested.load(ordering: .acquiring) {
+            flush()
+            var pause = timespec(tv_sec: Int(sleepNanos / 1_000_000_000), tv_nsec: Int(sleepNanos % 1_000_000_000))
+            var rest = timespec()
+            while nanosleep(&pause, &rest) != 0 && errno == EINTR { pause = rest }
+        }
+        flush()
+        closeFile()
+    }
+
+    /// Drains every ring and writes what they held. Writer thread only.
+    func flush() {
+        var lines = 0
+        for ring in rings {
+            lines += ring.drain { slot in DecisionLogFormat.append(slot, to: &buffer) }
+        }
+        guard lines > 0 else { return }
+        write(lines: lines)
+        buffer.removeAll(keepingCapacity: true)
+    }
+
+    private func write(lines: Int) {
+        if fd < 0, let error = openFile() {
+            fail(lines: lines, "cannot open \(path): \(error)")
+            return
+        }
+        if let limit = configuration.maxFileBytes, case .file = configuration.destination,
+            fileBytes > 0, fileBytes + buffer.count > limit
+        {
+            rotate()
+            if fd < 0, let error = openFile() {
+                fail(lines: lines, "cannot open \(path) after rotating it: \(error)")
+                return
+            }
+        }
+        var written = 0
+        let failure: Int32? = buffer.withUnsafeBytes { bytes in
+            while written < bytes.count {
+                let n = systemWrite(fd, bytes.baseAddress! + written, bytes.count - written)
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    return errno
+                }
+                written += n
+            }
+            return nil
+        }
+        fileBytes += written
+        if let failure {
+            // Part of a line may be in the file; the lines of this write count as lost.
+            fail(lines: lines, "cannot write \(path): \(String(cString: strerror(failure)))")
+            return
+        }
+        counters.withLock { $0.written &+= UInt64(lines) }
+        if failing {
+            failing = false
+            logger.notice("the decision log is written again", metadata: ["path": "\(path)"])
+        }
+    }
+
+    private func fail(lines: Int, _ message: String) {
+        counters.withLock {
+            $0.writeErrors &+= 1
+            $0.lost &+= UInt64(lines)
+        }
+        if !failing {
+            failing = true
+            logger.error(
+                "decision log: \(message); decisions are lost until it can be written (counted in the metrics), serving goes on")
+        }
+    }
+
+    /// Opens (or creates) the file for appending; the error text when it cannot.
+    private func openFile() -> String? {
+        switch configuration.destination {
+        case .standardOutput:
+            fd = STDOUT_FILENO
+            fileBytes = 0
+            return nil
+        case .file(let path):
+            let opened = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o640)
+            guard opened >= 0 else { return String(cString: strerror(errno)) }
+            var status = stat()
+            guard fstat(opened, &status) == 0, (status.st_mode & S_IFMT) == S_IFREG || (status.st_mode & S_IFMT) == S_IFIFO || (status.st_mode & S_IFMT) == S_IFCHR else {
+                close(opened)
+                return "not a regular file"
+            }
+            fd = opened
+            fileBytes = Int(status.st_size)
+            return nil
+        }
+    }
+
+    /// PATH → PATH.1 → … → PATH.N (the oldest dropped), then a new PATH on the next write.
+    private func rotate() {
+        guard case .file(let path) = configuration.destination else { return }
+        closeFile()
+        let keep = configuration.keepFiles
+        if keep == 0 {
+            unlink(path)
+        } else {
+            unlink("\(path).\(keep)")
+            if keep > 1 {
+                for index in stride(from: keep - 1, through: 1, by: -1) {
+                    rename("\(path).\(index)", "\(path).\(index + 1)")
+                }
+            }
+            rename(path, "\(path).1")
+        }
+        counters.withLock { $0.rotations &+= 1 }
+    }
+
+    func closeFile() {
+        if fd >= 0, fd != STDOUT_FILENO { close(fd) }
+        fd = -1
+    }
+}
+
+private func systemWrite(_ fd: Int32, _ bytes: UnsafeRawPointer, _ count: Int) -> Int {
+    write(fd, bytes, count)
+}
+
+/// The JSON Lines format of a slot.
+enum DecisionLogFormat {
+    static func append(_ slot: UnsafeRawPointer, to out: inout [UInt8]) {
+        let method = DecisionMethod(rawValue: slot.load(fromByteOffset: DecisionSlot.method, as: UInt8.self)) ?? .canUse
+        out.append(contentsOf: #"{"time":""#.utf8)
+        appendTime(slot.load(fromByteOffset: DecisionSlot.unixNanos, as: Int64.self), to: &out)
+        out.append(contentsOf: #"","call_id":"#.utf8)
+        appendNumber(slot.load(fromByteOffset: DecisionSlot.callId, as: UInt64.self), to: &out)
+        out.append(contentsOf: #","peer_pid":"#.utf8)
+        appendNumber(UInt64(max(0, slot.load(fromByteOffset: DecisionSlot.pid, as: Int32.self))), to: &out)
+        out.append(contentsOf: #","peer_uid":"#.utf8)
+        appendNumber(UInt64(slot.load(fromByteOffset: DecisionSlot.uid, as: UInt32.self)), to: &out)
+        out.append(contentsOf: #","method":""#.utf8)
+        out.append(contentsOf: method.name.utf8)
+        out.append(UInt8(ascii: "\""))
+        let batch = slot.load(fromByteOffset: DecisionSlot.batchIndex, as: UInt16.self)
+        if batch != DecisionSlot.noBatch {
+            out.append(contentsOf: #","batch_index":"#.utf8)
+            appendNumber(UInt64(batch), to: &out)
+        }
+        let present = slot.load(fromByteOffset: DecisionSlot.idPresent, as: UInt8.self)
+        let cut = slot.load(fromByteOffset: DecisionSlot.idCut, as: UInt8.self)
+        for (index, name) in method.idNames.enumerated() where present & (1 << index) != 0 {
+            out.append(contentsOf: #",""#.utf8)
+            out.append(contentsOf: name.utf8)
+            out.append(contentsOf: #"":""#.utf8)
+            let length = Int(slot.load(fromByteOffset: DecisionSlot.idLengths + index, as: UInt8.self))
+            appendEscaped(
+                UnsafeRawBufferPointer(start: slot + DecisionSlot.idBytes + index * DecisionSlot.maxIdBytes, count: length), to: &out)
+            out.append(UInt8(ascii: "\""))
+        }
+        if cut != 0 { out.append(contentsOf: #","ids_cut":true"#.utf8) }
+        let value = slot.load(fromByteOffset: DecisionSlot.value, as: UInt8.self)
+        let reason = slot.load(fromByteOffset: DecisionSlot.reason, as: UInt8.self)
+        switch DecisionSlot.Kind(rawValue: slot.load(fromByteOffset: DecisionSlot.kind, as: UInt8.self)) {
+        case .level:
+            field("level", Level(rawValue: value)?.name ?? "?", to: &out)
+            appendAllowed(slot, to: &out)
+            field("reason", Reason(rawValue: reason)?.name ?? "?", to: &out)
+        case .access:
+            field("access", Access(rawValue: value)?.name ?? "?", to: &out)
+            appendAllowed(slot, to: &out)
+            field("reason", Reason(rawValue: reason)?.name ?? "?", to: &out)
+        case .seat:
+            field("seat", Seat(rawValue: value)?.name ?? "?", to: &out)
+            out.append(contentsOf: #","paid":"#.utf8)
+            out.append(contentsOf: (slot.load(fromByteOffset: DecisionSlot.paid, as: UInt8.self) != 0 ? "true" : "false").utf8)
+            let role = slot.load(fromByteOffset: DecisionSlot.role, as: UInt8.self)
+            if let role = Role(rawValue: role) { field("role", role.name, to: &out) }
+        case .capabilities:
+            out.append(contentsOf: #","capabilities":"#.utf8)
+            appendNumber(UInt64(slot.load(fromByteOffset: DecisionSlot.count, as: UInt32.self)), to: &out)
+        case .listing:
+            out.append(contentsOf: #","items":"#.utf8)
+            appendNumber(UInt64(slot.load(fromByteOffset: DecisionSlot.count, as: UInt32.self)), to: &out)
+        case .error, nil:
+            field("error", RPCCode(rawValue: UInt32(value))?.name ?? "UNKNOWN", to: &out)
+        }
+        out.append(contentsOf: #","snapshot_version":"#.utf8)
+        appendNumber(slot.load(fromByteOffset: DecisionSlot.snapshotVersion, as: UInt64.self), to: &out)
+        out.append(contentsOf: #","latency_us":"#.utf8)
+        let nanos = max(0, slot.load(fromByteOffset: DecisionSlot.latencyNanos, as: Int64.self))
+        appendNumber(UInt64(nanos / 1000), to: &out)
+        out.append(UInt8(ascii: "."))
+        let tenths = (nanos % 1000) / 100
+        out.append(UInt8(ascii: "0") + UInt8(tenths))
+        out.append(contentsOf: "}\n".utf8)
+    }
+
+    private static func field(_ name: String, _ value: String, to out: inout [UInt8]) {
+        out.append(contentsOf: #",""#.utf8)
+        out.append(contentsOf: name.utf8)
+        out.append(contentsOf: #"":""#.utf8)
+        out.append(contentsOf: value.utf8)
+        out.append(UInt8(ascii: "\""))
+    }
+
+    private static func appendAllowed(_ slot: UnsafeRawPointer, to out: inout [UInt8]) {
+        switch slot.load(fromByteOffset: DecisionSlot.asked, as: UInt8.self) {
+        case 1: out.append(contentsOf: #","allowed":true"#.utf8)
+        case 2: out.append(contentsOf: #","allowed":false"#.utf8)
+        default: break
+        }
+    }
+
+    static func appendNumber(_ value: UInt64, to out: inout [UInt8]) {
+        if value == 0 {
+            out.append(UInt8(ascii: "0"))
+            return
+        }
+        var digits: (UInt64, Int) = (value, 0)
+        var scratch = [UInt8](repeating: 0, count: 20)
+        while digits.0 > 0 {
+            scratch[19 - digits.1] = UInt8(ascii: "0") + UInt8(digits.0 % 10)
+            digits.0 /= 10
+            digits.1 += 1
+        }
+        out.append(contentsOf: scratch[(20 - digits.1)...])
+    }
+
+    /// An id's bytes as a JSON string body: printable ASCII as is (but `"` and `\`), every
+    /// other byte as \u00XX (ids that are not valid come here only in errors).
+    static func appendEscaped(_ bytes: UnsafeRawBufferPointer, to out: inout [UInt8]) {
+        let hex = Array("0123456789abcdef".utf8)
+        for byte in bytes {
+            if byte >= 0x20 && byte < 0x7f && byte != UInt8(ascii: "\"") && byte != UInt8(ascii: "\\") {
+                out.append(byte)
+            } else {
+                out.append(contentsOf: #"\u00"#.utf8)
+                out.append(hex[Int(byte >> 4)])
+                out.append(hex[Int(byte & 15)])
+            }
+        }
+    }
+
+    /// RFC 3339 UTC with microseconds: 2026-12-01T11:40:00.123456Z.
+    static func appendTime(_ unixNanos: Int64, to out: inout [UInt8]) {
+        var seconds = time_t(unixNanos / 1_000_000_000)
+        let micros = Int((unixNanos % 1_000_000_000) / 1000)
+        var parts = tm()
+        gmtime_r(&seconds, &parts)
+        func two(_ value: Int32) {
+            out.append(UInt8(ascii: "0") + UInt8(value / 10 % 10))
+            out.append(UInt8(ascii: "0") + UInt8(value % 10))
+        }
+        appendNumber(UInt64(max(0, parts.tm_year + 1900)), to: &out)
+        out.append(UInt8(ascii: "-"))
+        two(parts.tm_mon + 1)
+        out.append(UInt8(ascii: "-"))
+        two(parts.tm_mday)
+        out.append(UInt8(ascii: "T"))
+        two(parts.tm_hour)
+        out.append(UInt8(ascii: ":"))
+        two(parts.tm_min)
+        out.append(UInt8(ascii: ":"))
+        two(parts.tm_sec)
+        out.append(UInt8(ascii: "."))
+        var divisor = 100_000
+        while divisor > 0 {
+            out.append(UInt8(ascii: "0") + UInt8(micros / divisor % 10))
+            divisor /= 10
+        }
+        out.append(UInt8(ascii: "Z"))
+    }
+}
