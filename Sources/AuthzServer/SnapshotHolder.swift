@@ -52,6 +52,7 @@ public final class SnapshotHolder: Sendable {
     }
 
     private let inner: Mutex<Inner>
+    private let attempts = Mutex(SnapshotLoadStatistics())
     /// `failingSinceUnixMs` (0 = not failing), readable without the lock by the request
     /// path's fail-closed check.
     private let failingSince = Atomic<UInt64>(0)
@@ -141,17 +142,32 @@ public final class SnapshotHolder: Sendable {
         return news
     }
 
-    /// Loads the database read-only and installs the snapshot, or records why it could not.
+    /// Loads the database read-only and installs the snapshot, or records why it could not
+    /// (an `initial` load in `loadStatistics`).
     @discardableResult
     public func load(databasePath: String) -> Result<Snapshot, StoreError> {
+        let started = ContinuousClock.now
         do throws(StoreError) {
             let snapshot = try SnapshotLoader.load(path: databasePath)
             install(snapshot)
+            recordAttempt(.initial, .success, duration: ContinuousClock.now - started)
             return .success(snapshot)
         } catch {
             recordLoadFailure(error.description)
+            recordAttempt(.initial, .failure)
             return .failure(error)
         }
+    }
+
+    /// Counts a check or load of the database (for metrics); `duration` is a successful
+    /// load's.
+    public func recordAttempt(_ kind: SnapshotLoadKind, _ result: SnapshotLoadResult, duration: Duration? = nil) {
+        attempts.withLock { $0.record(kind, result, duration: duration) }
+    }
+
+    /// The checks and loads counted so far.
+    public var loadStatistics: SnapshotLoadStatistics {
+        attempts.withLock { $0 }
     }
 
     /// Calls `resume` (on the installing thread) with the first snapshot at least
@@ -201,5 +217,69 @@ public final class SnapshotHolder: Sendable {
     /// Requests waiting for a newer snapshot right now.
     public var waitingRequests: Int {
         inner.withLock { $0.waiters.count }
+    }
+}
+
+/// Why the database was checked or loaded (the `kind` label of the load metrics).
+public enum SnapshotLoadKind: String, Sendable, CaseIterable {
+    /// The load before serving (`SnapshotHolder.load(databasePath:)`, authzd at start).
+    case initial
+    /// The reloader's first check, catching up with what changed before it ran.
+    case startup
+    /// A file-watch event (inotify) or one of its follow-up checks.
+    case watch
+    /// The periodic version poll.
+    case poll
+    /// A request waiting for a newer snapshot (`min_snapshot_version`).
+    case request
+    /// A retry after a failure (with backoff).
+    case retry
+    /// A forced reload: SIGHUP or the Reload call.
+    case forced
+}
+
+/// How a check or load ended.
+public enum SnapshotLoadResult: String, Sendable, CaseIterable {
+    /// A snapshot was loaded and installed.
+    case success
+    /// The probe or the load failed; the snapshot in service (if any) stays.
+    case failure
+    /// The probe found the database at the version in service: nothing was loaded.
+    case unchanged
+}
+
+/// Counts of checks and loads by kind and result, and the durations of successful loads.
+public struct SnapshotLoadStatistics: Sendable, Equatable {
+    /// Upper bounds of the load duration buckets, in seconds.
+    public static let durationBoundsSeconds: [Double] = [
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
+    ]
+
+    private var counts = [UInt64](repeating: 0, count: SnapshotLoadKind.allCases.count * SnapshotLoadResult.allCases.count)
+    /// Successful loads per duration bucket (not cumulative); the last one counts loads
+    /// slower than every bound.
+    public private(set) var durationBuckets = [UInt64](repeating: 0, count: durationBoundsSeconds.count + 1)
+    /// The successful loads' durations added up, in seconds.
+    public private(set) var durationSumSeconds = 0.0
+
+    public init() {}
+
+    public func count(_ kind: SnapshotLoadKind, _ result: SnapshotLoadResult) -> UInt64 {
+        counts[Self.index(kind, result)]
+    }
+
+    mutating func record(_ kind: SnapshotLoadKind, _ result: SnapshotLoadResult, duration: Duration?) {
+        counts[Self.index(kind, result)] += 1
+        guard let duration else { return }
+        let seconds = Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+        let bucket = Self.durationBoundsSeconds.firstIndex { seconds <= $0 } ?? Self.durationBoundsSeconds.count
+        durationBuckets[bucket] += 1
+        durationSumSeconds += seconds
+    }
+
+    private static func index(_ kind: SnapshotLoadKind, _ result: SnapshotLoadResult) -> Int {
+        let kindIndex = SnapshotLoadKind.allCases.firstIndex(of: kind) ?? 0
+        let resultIndex = SnapshotLoadResult.allCases.firstIndex(of: result) ?? 0
+        return kindIndex * SnapshotLoadResult.allCases.count + resultIndex
     }
 }
