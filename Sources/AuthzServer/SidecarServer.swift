@@ -1,6 +1,7 @@
 // The sidecar as a swift-service-lifecycle Service: run() frees the socket path, binds,
 // serves until graceful shutdown, drains, and returns.
 
+public import CoreMetrics
 public import Logging
 public import NIOCore
 public import NIOPosix
@@ -193,6 +194,12 @@ public final class SidecarServer: Service, Sendable {
     /// it; nil without --metrics-listen.
     public var metricsAddress: MetricsAddress? {
         lifecycle.withLock { $0.metrics?.address }
+    }
+
+    /// A swift-metrics factory whose metrics `/metrics` serves with the server's own (nil
+    /// without --metrics-listen). authzd bootstraps its `MetricsSystem` with it.
+    public var metricsFactory: (any MetricsFactory)? {
+        context.metrics?.factory
     }
 
     /// A request loop must run a no-op task within this for /healthz to be 200.

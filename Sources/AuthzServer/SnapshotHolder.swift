@@ -248,19 +248,16 @@ public enum SnapshotLoadResult: String, Sendable, CaseIterable {
     case unchanged
 }
 
-/// Counts of checks and loads by kind and result, and the durations of successful loads.
+/// Counts of checks and loads by kind and result, and the durations of the latest
+/// successful loads.
 public struct SnapshotLoadStatistics: Sendable, Equatable {
-    /// Upper bounds of the load duration buckets, in seconds.
-    public static let durationBoundsSeconds: [Double] = [
-        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
-    ]
-
     private var counts = [UInt64](repeating: 0, count: SnapshotLoadKind.allCases.count * SnapshotLoadResult.allCases.count)
-    /// Successful loads per duration bucket (not cumulative); the last one counts loads
-    /// slower than every bound.
-    public private(set) var durationBuckets = [UInt64](repeating: 0, count: durationBoundsSeconds.count + 1)
-    /// The successful loads' durations added up, in seconds.
-    public private(set) var durationSumSeconds = 0.0
+    /// Successful loads timed so far (numbered 1, 2, …).
+    public private(set) var timedLoads: UInt64 = 0
+    /// The durations of the latest `recentLimit` timed loads, oldest first.
+    public private(set) var recentDurations: [Duration] = []
+
+    public static let recentLimit = 256
 
     public init() {}
 
@@ -268,13 +265,18 @@ public struct SnapshotLoadStatistics: Sendable, Equatable {
         counts[Self.index(kind, result)]
     }
 
+    /// The durations of the timed loads numbered after `seen` that are still kept.
+    public func durations(after seen: UInt64) -> ArraySlice<Duration> {
+        let new = timedLoads > seen ? timedLoads - seen : 0
+        return recentDurations.suffix(Int(min(new, UInt64(recentDurations.count))))
+    }
+
     mutating func record(_ kind: SnapshotLoadKind, _ result: SnapshotLoadResult, duration: Duration?) {
         counts[Self.index(kind, result)] += 1
         guard let duration else { return }
-        let seconds = Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
-        let bucket = Self.durationBoundsSeconds.firstIndex { seconds <= $0 } ?? Self.durationBoundsSeconds.count
-        durationBuckets[bucket] += 1
-        durationSumSeconds += seconds
+        timedLoads += 1
+        if recentDurations.count == Self.recentLimit { recentDurations.removeFirst() }
+        recentDurations.append(duration)
     }
 
     private static func index(_ kind: SnapshotLoadKind, _ result: SnapshotLoadResult) -> Int {

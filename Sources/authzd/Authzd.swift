@@ -4,6 +4,7 @@
 
 import ArgumentParser
 import AuthzServer
+import CoreMetrics
 import Logging
 import ServiceLifecycle
 import UnixSignals
@@ -167,6 +168,8 @@ struct Authzd: AsyncParsableCommand {
 
         let reloader = SnapshotReloader(configuration: server, snapshots: snapshots, logger: logger)
         let service = SidecarServer(configuration: server, snapshots: snapshots, reloader: reloader, logger: logger)
+        // Whatever is recorded through swift-metrics in this process is served by /metrics.
+        if let factory = service.metricsFactory { MetricsSystem.bootstrap(factory) }
         // Shut down in reverse order: the server drains first, then the reloader stops.
         var configuration = ServiceGroupConfiguration(
             services: [

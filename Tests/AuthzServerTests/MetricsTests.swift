@@ -7,6 +7,7 @@ import AuthzEngine
 import AuthzServer
 import AuthzStore
 import AuthzWire
+import CoreMetrics
 import Foundation
 import Synchronization
 import Testing
@@ -47,8 +48,9 @@ func connectMetrics(_ address: MetricsAddress) throws -> Int32 {
             close(fd)
             throw TestFailure("not an IPv4 address: \(host)")
         }
+        let length = socklen_t(MemoryLayout<sockaddr_in>.size)
         let result = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, length) }
         }
         guard result == 0 else {
             let code = errno
@@ -198,7 +200,9 @@ struct MetricsTests {
             for _ in 0..<5 { _ = try await client.seatType(user: "u-admin") }
             for _ in 0..<3 { _ = try await client.effectivePermission(user: "u-editor", project: "p-revenue") }
             _ = try await client.canUse(user: "u-editor", asset: "a-warehouse")
-            _ = try await client.batch([.seatType(user: "u-admin"), .seatType(user: "u-editor"), .seatType(user: "u-viewer")])
+            _ = try await client.batch([
+                .seatType(user: "u-admin"), .seatType(user: "u-editor"), .seatType(user: "u-viewer"),
+            ])
             _ = try await client.batch(Array(repeating: .seatType(user: "u-admin"), count: 20))
             _ = try await client.status()
             // No reloader: Reload is UNIMPLEMENTED.
@@ -210,7 +214,9 @@ struct MetricsTests {
             #expect(try await raw.readResponse()?.status.code == .invalidArgument)
             // A pipelined run of 40 checks in one write (the epoll transport's fast path).
             var pipelined: [UInt8] = []
-            for id in 1...40 { WireRequest(callId: UInt64(id), method: .check(.seatType(user: "u-viewer"))).append(to: &pipelined) }
+            for id in 1...40 {
+                WireRequest(callId: UInt64(id), method: .check(.seatType(user: "u-viewer"))).append(to: &pipelined)
+            }
             try raw.send(pipelined)
             for _ in 1...40 { #expect(try await raw.readResponse()?.status.code == .ok) }
             raw.closeSocket()
@@ -251,6 +257,8 @@ struct MetricsTests {
             let loads = try #require(metrics.histogram("authzd_snapshot_load_duration_seconds"))
             expectWellFormed(loads)
             #expect(loads.count == 1)
+            #expect(loads.sum > 0)
+            #expect(metrics.types["authzd_snapshot_load_duration_seconds"] == "histogram")
 
             // Counters published at one scrape go on from there at the next.
             let again = try await server.client()
@@ -377,6 +385,20 @@ struct MetricsTests {
     @Test func withoutTheFlagThereIsNoEndpoint() async throws {
         try await withServer { server in
             #expect(server.server.metricsAddress == nil)
+            #expect(server.server.metricsFactory == nil)
+        }
+    }
+
+    @Test func swiftMetricsRecordedThroughTheFactoryAreServed() async throws {
+        try await withServer(configure: { $0.metricsListen = Self.local }) { server in
+            let address = try #require(server.server.metricsAddress)
+            let factory = try #require(server.server.metricsFactory)
+            let counter = CoreMetrics.Counter(
+                label: "authzd_test_events_total", dimensions: [("source", "test")], factory: factory)
+            counter.increment(by: 3)
+            let metrics = try scrape(address)
+            #expect(metrics.value("authzd_test_events_total", ["source": "test"]) == 3)
+            #expect(metrics.value("authzd_requests_total", ["method": "seat_type", "code": "OK"]) == 0)
         }
     }
 
@@ -386,7 +408,8 @@ struct MetricsTests {
         #expect(MetricsAddress(parsing: "[::1]:9464") == .tcp(host: "::1", port: 9464))
         #expect(MetricsAddress(parsing: "/run/authzd/metrics.sock") == .unix("/run/authzd/metrics.sock"))
         #expect(MetricsAddress(parsing: "./metrics.sock") == .unix("./metrics.sock"))
-        for bad in ["", "9464", ":9464", "host:", "host:99999", "host:-1", "metrics.sock", "[::1:9464", "a b:1", "./", "/tmp/"] {
+        let bad = ["", "9464", ":9464", "host:", "host:99999", "host:-1", "metrics.sock", "[::1:9464", "a b:1", "./", "/tmp/"]
+        for bad in bad {
             #expect(MetricsAddress(parsing: bad) == nil, "\(bad)")
         }
         #expect(MetricsAddress.tcp(host: "::1", port: 1).description == "[::1]:1")

@@ -205,7 +205,8 @@ final class MetricsHTTPHandler: ChannelInboundHandler {
         for (name, value) in extra { headers.add(name: name, value: value) }
         let keepAlive = head.isKeepAlive
         if !keepAlive { headers.add(name: "Connection", value: "close") }
-        context.write(Self.wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))), promise: nil)
+        let responseHead = HTTPResponseHead(version: head.version, status: status, headers: headers)
+        context.write(Self.wrapOutboundOut(.head(responseHead)), promise: nil)
         var buffer = context.channel.allocator.buffer(capacity: body.count)
         buffer.writeBytes(body)
         context.write(Self.wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
