@@ -5,19 +5,25 @@
 # each, and the ratio B/A. Used for "no regression" checks of request-path changes.
 #
 #   bench/request-ab.sh AUTHZD_A AUTHZD_B DB [--runs 5] [--duration 4] [--shapes "1x1 4x32 16x32"]
-#       [--transport epoll]
+#       [--transport epoll] [--b-flags "FLAGS"] [--b-metrics]
+#
+# --b-flags passes extra authzd flags to B only. --b-metrics runs B with --metrics-listen on
+# a Unix socket in the scratch directory and scrapes /metrics once in the middle of each B
+# run (the A/B for the metrics overhead: the same binary as A and B).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ $# -ge 3 ] || { echo "usage: bench/request-ab.sh AUTHZD_A AUTHZD_B DB [--runs N] [--duration S] [--shapes \"CxD ...\"] [--transport T]" >&2; exit 2; }
+[ $# -ge 3 ] || { echo "usage: bench/request-ab.sh AUTHZD_A AUTHZD_B DB [--runs N] [--duration S] [--shapes \"CxD ...\"] [--transport T] [--b-flags \"FLAGS\"] [--b-metrics]" >&2; exit 2; }
 a=$1 b=$2 db=$3
 shift 3
-runs=5 duration=4 shapes="1x1 4x32 16x32" transport=epoll
+runs=5 duration=4 shapes="1x1 4x32 16x32" transport=epoll b_flags="" b_metrics=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --runs) runs=$2; shift 2 ;;
         --duration) duration=$2; shift 2 ;;
         --shapes) shapes=$2; shift 2 ;;
         --transport) transport=$2; shift 2 ;;
+        --b-flags) b_flags=$2; shift 2 ;;
+        --b-metrics) b_metrics=1; shift ;;
         *) echo "request-ab.sh: unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -26,13 +32,31 @@ make -s -C bench/loadgen >&2
 dir=$(mktemp -d /tmp/request-ab.XXXXXX)
 trap 'kill "${pid:-}" 2>/dev/null || true; rm -rf "$dir"' EXIT
 cp "$db" "$dir/x.db"
+b_metrics_flags=() b_scrape=""
+if [ "$b_metrics" = 1 ]; then
+    b_scrape="$dir/metrics.sock"
+    b_metrics_flags=(--metrics-listen "$b_scrape")
+fi
 
-measure() {  # binary connections depth -> "calls_per_s us_per_call"
-    "$1" --db "$dir/x.db" --socket "$dir/x.sock" --transport "$transport" --log-level warning 2> "$dir/authzd.log" &
+measure() {  # binary connections depth [extra authzd flags...] -> "calls_per_s us_per_call"
+    local binary=$1 connections=$2 depth=$3
+    shift 3
+    "$binary" --db "$dir/x.db" --socket "$dir/x.sock" --transport "$transport" --log-level warning "$@" 2> "$dir/authzd.log" &
     pid=$!
     for _ in $(seq 100); do [ -S "$dir/x.sock" ] && break; sleep 0.05; done
-    "$loadgen" --socket "$dir/x.sock" --db "$dir/x.db" --connections "$2" --depth "$3" --duration "$duration" \
+    local scraper=""
+    if [ -n "$scrape" ]; then
+        # One scrape in the middle of the run: it must answer, with the requests counted.
+        ( sleep "$(python3 -c "print($duration / 2)")"
+          curl -sf --unix-socket "$scrape" http://authzd/metrics > "$dir/scrape.txt" ) &
+        scraper=$!
+    fi
+    "$loadgen" --socket "$dir/x.sock" --db "$dir/x.db" --connections "$connections" --depth "$depth" --duration "$duration" \
         --server-pid "$pid" --json "$dir/r.json" --quiet > /dev/null
+    if [ -n "$scraper" ]; then
+        wait "$scraper" || { echo "request-ab.sh: the scrape of B's /metrics failed" >&2; exit 1; }
+        grep -q '^authzd_requests_total{' "$dir/scrape.txt" || { echo "request-ab.sh: B's /metrics has no request counts" >&2; exit 1; }
+    fi
     kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""
     python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r["throughput"]["calls_per_s"], r["cpu"]["server_us_per_call"])' "$dir/r.json"
 }
@@ -42,8 +66,9 @@ for shape in $shapes; do
     c=${shape%x*} d=${shape#*x}
     : > "$dir/a" ; : > "$dir/b"
     for _ in $(seq "$runs"); do
-        measure "$a" "$c" "$d" >> "$dir/a"
-        measure "$b" "$c" "$d" >> "$dir/b"
+        scrape="" measure "$a" "$c" "$d" >> "$dir/a"
+        # shellcheck disable=SC2086  # b_flags is a list of flags
+        scrape="$b_scrape" measure "$b" "$c" "$d" $b_flags "${b_metrics_flags[@]}" >> "$dir/b"
     done
     python3 - "$shape" "$dir/a" "$dir/b" <<'PY'
 import statistics, sys

@@ -15,6 +15,8 @@ final class ConnectionHandler: ChannelDuplexHandler {
 
     private let server: ServerContext
     private let connectionID: UInt64
+    /// The event loop's metrics shard (nil without metrics).
+    private let stats: RequestStats?
     // Event-loop-confined: no dynamic exclusivity checks (Package.swift).
     @exclusivity(unchecked) private var session: ConnectionSession?
     @exclusivity(unchecked) private var context: ChannelHandlerContext?
@@ -25,9 +27,10 @@ final class ConnectionHandler: ChannelDuplexHandler {
     @exclusivity(unchecked) private var timerDeadline: NIODeadline?
     @exclusivity(unchecked) private var closing = false
 
-    init(server: ServerContext, connectionID: UInt64) {
+    init(server: ServerContext, connectionID: UInt64, stats: RequestStats? = nil) {
         self.server = server
         self.connectionID = connectionID
+        self.stats = stats
     }
 
     // MARK: Lifecycle
@@ -41,7 +44,8 @@ final class ConnectionHandler: ChannelDuplexHandler {
         session = ConnectionSession(
             id: connectionID, context: server, now: .now, fastPath: nil, waker: waker,
             peer: { [weak self] in self?.credentials },
-            unreadByPeer: { [weak self] in self?.context.flatMap { PeerCredentials.unreadByPeer(of: $0.channel) } })
+            unreadByPeer: { [weak self] in self?.context.flatMap { PeerCredentials.unreadByPeer(of: $0.channel) } },
+            stats: stats)
         if context.channel.isActive { start(context) }
     }
 

@@ -58,6 +58,9 @@ public struct ServerConfiguration: Sendable, Equatable {
     /// How long a request with `min_snapshot_version` but no `deadline_ms` may wait for a
     /// newer snapshot.
     public var defaultDeadline: Duration
+    /// Where to serve the metrics and health endpoints over HTTP (`/metrics`, `/healthz`,
+    /// `/readyz`); nil = nowhere, and the request path keeps no metrics.
+    public var metricsListen: MetricsAddress?
 
     public static let defaultSocketMode: UInt32 = 0o660
     public static let defaultMaxFrameSize = 64 * 1024
@@ -95,7 +98,8 @@ public struct ServerConfiguration: Sendable, Equatable {
         pollInterval: Duration? = ServerConfiguration.defaultPollInterval,
         reloadDebounce: Duration = ServerConfiguration.defaultReloadDebounce,
         maxStaleness: Duration? = nil,
-        defaultDeadline: Duration = ServerConfiguration.defaultDeadline
+        defaultDeadline: Duration = ServerConfiguration.defaultDeadline,
+        metricsListen: MetricsAddress? = nil
     ) {
         self.socketPath = socketPath
         self.databasePath = databasePath
@@ -118,6 +122,7 @@ public struct ServerConfiguration: Sendable, Equatable {
         self.reloadDebounce = reloadDebounce
         self.maxStaleness = maxStaleness
         self.defaultDeadline = defaultDeadline
+        self.metricsListen = metricsListen
     }
 
     /// Throws every problem with the values as one error; returns when the configuration is usable.
@@ -153,7 +158,55 @@ public struct ServerConfiguration: Sendable, Equatable {
         if defaultDeadline < .zero || defaultDeadline > Self.maxDeadline {
             problems.append("the default deadline must be between 0 and \(Self.maxDeadline)")
         }
+        if case .unix(let path) = metricsListen {
+            if path.utf8.count > SocketFile.maxPathLength {
+                problems.append(
+                    "the metrics socket path is \(path.utf8.count) bytes; Unix domain socket paths are limited to \(SocketFile.maxPathLength)")
+            }
+            if path == socketPath { problems.append("the metrics socket path is the request socket's path") }
+        }
         if !problems.isEmpty { throw ConfigurationError(problems) }
+    }
+}
+
+/// Where the metrics endpoint listens: a TCP host and port, or a Unix domain socket path.
+public enum MetricsAddress: Sendable, Hashable, CustomStringConvertible {
+    /// A host (an IPv4 or IPv6 address, or a name) and a port (0: any free port).
+    case tcp(host: String, port: Int)
+    /// A Unix domain socket path.
+    case unix(String)
+
+    /// `HOST:PORT` (`127.0.0.1:9464`, `[::1]:9464`, `localhost:9464`), or a path starting
+    /// with `/` or `./` (a Unix domain socket). Nil for anything else.
+    public init?(parsing text: String) {
+        if text.hasPrefix("/") || text.hasPrefix("./") {
+            guard text.count > 2 || text.hasPrefix("/"), !text.hasSuffix("/") else { return nil }
+            self = .unix(text)
+            return
+        }
+        guard let colon = text.lastIndex(of: ":") else { return nil }
+        var host = Substring(text[..<colon])
+        let portText = text[text.index(after: colon)...]
+        guard !portText.isEmpty, portText.allSatisfy({ $0.isASCII && $0.isNumber }), portText.count <= 5,
+            let port = Int(portText), port <= 65535
+        else { return nil }
+        if host.hasPrefix("[") {
+            guard host.hasSuffix("]"), host.count > 2 else { return nil }
+            host = host.dropFirst().dropLast()
+            guard host.allSatisfy({ $0.isHexDigit || $0 == ":" || $0 == "." }) else { return nil }
+        } else {
+            guard !host.isEmpty,
+                host.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "." || $0 == "-") })
+            else { return nil }
+        }
+        self = .tcp(host: String(host), port: port)
+    }
+
+    public var description: String {
+        switch self {
+        case .tcp(let host, let port): host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+        case .unix(let path): path
+        }
     }
 }
 
@@ -238,6 +291,7 @@ public struct DaemonSettings: Sendable, Equatable {
         case defaultDeadline = "default-deadline"
         case logLevel = "log-level"
         case logFormat = "log-format"
+        case metricsListen = "metrics-listen"
 
         /// `AUTHZD_` and the flag in upper snake case, e.g. `AUTHZD_MAX_FRAME_SIZE`.
         public var environmentVariable: String {
@@ -319,6 +373,13 @@ public struct DaemonSettings: Sendable, Equatable {
         }
         if let deadline = parse(.defaultDeadline, "a duration such as 1s or 250ms", Self.parseDuration) {
             server.defaultDeadline = deadline
+        }
+        if let address = parse(
+            .metricsListen,
+            "a metrics address: HOST:PORT (such as 127.0.0.1:9464 or [::1]:9464) or a Unix socket path starting with / or ./",
+            MetricsAddress.init(parsing:))
+        {
+            server.metricsListen = address
         }
         let levels = LogLevel.allCases.map(\.rawValue).joined(separator: ", ")
         let level = parse(.logLevel, "a log level (\(levels))") { LogLevel(rawValue: $0.lowercased()) } ?? .info

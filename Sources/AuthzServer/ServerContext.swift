@@ -17,6 +17,8 @@ final class ServerContext: Sendable {
     let reloader: SnapshotReloader?
     /// Who may call Reload (SO_PEERCRED uid): the daemon's own user and root.
     let reloadAllowed: @Sendable (UInt32) -> Bool
+    /// The metrics (per-loop shards, connection counters); nil unless `metricsListen` is set.
+    let metrics: ServerMetrics?
 
     init(
         configuration: ServerConfiguration, snapshots: SnapshotHolder, reloader: SnapshotReloader?, logger: Logger,
@@ -28,6 +30,7 @@ final class ServerContext: Sendable {
         self.logger = logger
         self.reloadAllowed = reloadAllowed
         self.startedAt = .now
+        self.metrics = configuration.metricsListen == nil ? nil : ServerMetrics()
     }
 
     /// Why checks must not be answered from the snapshot in service (`--max-staleness`

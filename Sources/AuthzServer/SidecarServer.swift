@@ -1,6 +1,7 @@
 // The sidecar as a swift-service-lifecycle Service: run() frees the socket path, binds,
 // serves until graceful shutdown, drains, and returns.
 
+public import CoreMetrics
 public import Logging
 public import NIOCore
 public import NIOPosix
@@ -36,6 +37,7 @@ public final class SidecarServer: Service, Sendable {
         var listener: (any Channel)?
         var epoll: EpollTransport?
         var socketIdentity: FileIdentity?
+        var metrics: MetricsEndpoint?
     }
 
     /// Resumed when the epoll transport stops accepting (the NIO listener has closeFuture).
@@ -106,9 +108,16 @@ public final class SidecarServer: Service, Sendable {
         }
         let listener: (any Channel)?
         let epoll: EpollTransport?
+        var metricsEndpoint: MetricsEndpoint?
         do {
             try configuration.validate()
             FileDescriptorLimit.raise(for: configuration.maxConnections, logger: logger)
+            // Before the request socket: its probes say "not serving" until that is bound.
+            if let address = configuration.metricsListen {
+                let endpoint = try await MetricsEndpoint.start(address, probes: probes(), logger: logger)
+                metricsEndpoint = endpoint
+                lifecycle.withLock { $0.metrics = endpoint }
+            }
             switch configuration.transport {
             case .nio:
                 listener = try await bind()
@@ -118,6 +127,7 @@ public final class SidecarServer: Service, Sendable {
                 listener = nil
             }
         } catch {
+            await metricsEndpoint?.stop()
             ready.fail(error)
             throw error
         }
@@ -171,10 +181,83 @@ public final class SidecarServer: Service, Sendable {
                 immediately: cancelled.load(ordering: .relaxed) || unexpected, count: { registry.count },
                 closeAll: { registry.closeAll() })
         }
+        await metricsEndpoint?.stop()
         logger.info("stopped", metadata: ["requests-served": "\(context.requestsServed.load(ordering: .relaxed))"])
         if unexpected {
             throw ServerError(.listener, "the listening socket \(configuration.socketPath) closed unexpectedly")
         }
+    }
+
+    // MARK: - Metrics and health
+
+    /// Where the metrics endpoint listens (the port chosen for port 0), once `run()` bound
+    /// it; nil without --metrics-listen.
+    public var metricsAddress: MetricsAddress? {
+        lifecycle.withLock { $0.metrics?.address }
+    }
+
+    /// A swift-metrics factory whose metrics `/metrics` serves with the server's own (nil
+    /// without --metrics-listen). authzd bootstraps its `MetricsSystem` with it.
+    public var metricsFactory: (any MetricsFactory)? {
+        context.metrics?.factory
+    }
+
+    /// A request loop must run a no-op task within this for /healthz to be 200.
+    static let livenessTimeout: TimeAmount = .seconds(1)
+
+    private func probes() -> MetricsProbes {
+        MetricsProbes(
+            metrics: { [context] in context.metrics?.render(context) ?? [] },
+            readiness: { [weak self] in
+                guard let self else { return "the server is gone" }
+                return self.readiness()
+            },
+            liveness: { [weak self] eventLoop in
+                guard let self else { return eventLoop.makeSucceededFuture("the server is gone") }
+                return self.liveness(replyingOn: eventLoop)
+            })
+    }
+
+    /// Nil when a snapshot is in service, checks are not failing closed and the request
+    /// socket is served; else why not.
+    private func readiness() -> String? {
+        guard lifecycle.withLock({ $0.listener != nil || $0.epoll != nil }) else {
+            return "the request socket is not served (starting or shutting down)"
+        }
+        let state = snapshots.current
+        guard state.snapshot != nil else {
+            return "no snapshot is loaded" + (state.lastLoadError.map { " (last load error: \($0))" } ?? "")
+        }
+        if let reason = context.failClosedReason() { return "failing closed: \(reason)" }
+        return nil
+    }
+
+    /// Has every request loop run a no-op task; completes on `eventLoop` with nil when all
+    /// did within `livenessTimeout`, else why not.
+    private func liveness(replyingOn eventLoop: any EventLoop) -> EventLoopFuture<String?> {
+        let (listener, epoll) = lifecycle.withLock { ($0.listener, $0.epoll) }
+        let pings: [EventLoopFuture<Void>]
+        if let epoll {
+            pings = epoll.ping(replyingOn: eventLoop)
+        } else if listener != nil {
+            pings = eventLoopGroup.makeIterator().map { loop in loop.submit {}.hop(to: eventLoop) }
+        } else {
+            return eventLoop.makeSucceededFuture("the request socket is not served (starting or shutting down)")
+        }
+        let promise = eventLoop.makePromise(of: String?.self)
+        let once = FirstCompletion()
+        let timeout = eventLoop.scheduleTask(in: Self.livenessTimeout) {
+            if once.claim() { promise.succeed("a request loop did not run a task within \(Self.livenessTimeout)") }
+        }
+        EventLoopFuture.andAllSucceed(pings, on: eventLoop).whenComplete { result in
+            timeout.cancel()
+            guard once.claim() else { return }
+            switch result {
+            case .success: promise.succeed(nil)
+            case .failure: promise.succeed("a request loop has stopped")
+            }
+        }
+        return promise.futureResult
     }
 
     /// Frees the socket path, has `listen` bind and listen at a staging name beside it,
@@ -295,18 +378,22 @@ public final class SidecarServer: Service, Sendable {
     ) throws {
         let open = context.connectionsOpen.add(1, ordering: .relaxed).newValue
         let id = context.nextConnectionID.add(1, ordering: .relaxed).oldValue
+        context.metrics?.connectionsAccepted.add(1, ordering: .relaxed)
         channel.closeFuture.whenComplete { _ in
             context.connectionsOpen.subtract(1, ordering: .relaxed)
         }
         let pipeline = channel.pipeline.syncOperations
         if open > maxConnections {
+            context.metrics?.refusedOverLimit.add(1, ordering: .relaxed)
             context.logger.notice(
                 "rejecting connection: \(maxConnections) connections are open",
                 metadata: ["connection": "\(id)"])
             try pipeline.addHandler(RejectConnectionHandler(limit: maxConnections))
             return
         }
-        try pipeline.addHandler(ConnectionHandler(server: context, connectionID: id))
+        // One shard per event loop: every connection on this loop writes it, on its thread.
+        let stats = context.metrics?.shard(forLoop: ObjectIdentifier(channel.eventLoop))
+        try pipeline.addHandler(ConnectionHandler(server: context, connectionID: id, stats: stats))
         registry.add(channel, id: id)
         channel.closeFuture.whenComplete { _ in registry.remove(id: id) }
         context.logger.debug("connection opened", metadata: ["connection": "\(id)"])

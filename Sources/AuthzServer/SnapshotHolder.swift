@@ -52,6 +52,7 @@ public final class SnapshotHolder: Sendable {
     }
 
     private let inner: Mutex<Inner>
+    private let attempts = Mutex(SnapshotLoadStatistics())
     /// `failingSinceUnixMs` (0 = not failing), readable without the lock by the request
     /// path's fail-closed check.
     private let failingSince = Atomic<UInt64>(0)
@@ -141,17 +142,32 @@ public final class SnapshotHolder: Sendable {
         return news
     }
 
-    /// Loads the database read-only and installs the snapshot, or records why it could not.
+    /// Loads the database read-only and installs the snapshot, or records why it could not
+    /// (an `initial` load in `loadStatistics`).
     @discardableResult
     public func load(databasePath: String) -> Result<Snapshot, StoreError> {
+        let started = ContinuousClock.now
         do throws(StoreError) {
             let snapshot = try SnapshotLoader.load(path: databasePath)
             install(snapshot)
+            recordAttempt(.initial, .success, duration: ContinuousClock.now - started)
             return .success(snapshot)
         } catch {
             recordLoadFailure(error.description)
+            recordAttempt(.initial, .failure)
             return .failure(error)
         }
+    }
+
+    /// Counts a check or load of the database (for metrics); `duration` is a successful
+    /// load's.
+    public func recordAttempt(_ kind: SnapshotLoadKind, _ result: SnapshotLoadResult, duration: Duration? = nil) {
+        attempts.withLock { $0.record(kind, result, duration: duration) }
+    }
+
+    /// The checks and loads counted so far.
+    public var loadStatistics: SnapshotLoadStatistics {
+        attempts.withLock { $0 }
     }
 
     /// Calls `resume` (on the installing thread) with the first snapshot at least
@@ -201,5 +217,71 @@ public final class SnapshotHolder: Sendable {
     /// Requests waiting for a newer snapshot right now.
     public var waitingRequests: Int {
         inner.withLock { $0.waiters.count }
+    }
+}
+
+/// Why the database was checked or loaded (the `kind` label of the load metrics).
+public enum SnapshotLoadKind: String, Sendable, CaseIterable {
+    /// The load before serving (`SnapshotHolder.load(databasePath:)`, authzd at start).
+    case initial
+    /// The reloader's first check, catching up with what changed before it ran.
+    case startup
+    /// A file-watch event (inotify) or one of its follow-up checks.
+    case watch
+    /// The periodic version poll.
+    case poll
+    /// A request waiting for a newer snapshot (`min_snapshot_version`).
+    case request
+    /// A retry after a failure (with backoff).
+    case retry
+    /// A forced reload: SIGHUP or the Reload call.
+    case forced
+}
+
+/// How a check or load ended.
+public enum SnapshotLoadResult: String, Sendable, CaseIterable {
+    /// A snapshot was loaded and installed.
+    case success
+    /// The probe or the load failed; the snapshot in service (if any) stays.
+    case failure
+    /// The probe found the database at the version in service: nothing was loaded.
+    case unchanged
+}
+
+/// Counts of checks and loads by kind and result, and the durations of the latest
+/// successful loads.
+public struct SnapshotLoadStatistics: Sendable, Equatable {
+    private var counts = [UInt64](repeating: 0, count: SnapshotLoadKind.allCases.count * SnapshotLoadResult.allCases.count)
+    /// Successful loads timed so far (numbered 1, 2, …).
+    public private(set) var timedLoads: UInt64 = 0
+    /// The durations of the latest `recentLimit` timed loads, oldest first.
+    public private(set) var recentDurations: [Duration] = []
+
+    public static let recentLimit = 256
+
+    public init() {}
+
+    public func count(_ kind: SnapshotLoadKind, _ result: SnapshotLoadResult) -> UInt64 {
+        counts[Self.index(kind, result)]
+    }
+
+    /// The durations of the timed loads numbered after `seen` that are still kept.
+    public func durations(after seen: UInt64) -> ArraySlice<Duration> {
+        let new = timedLoads > seen ? timedLoads - seen : 0
+        return recentDurations.suffix(Int(min(new, UInt64(recentDurations.count))))
+    }
+
+    mutating func record(_ kind: SnapshotLoadKind, _ result: SnapshotLoadResult, duration: Duration?) {
+        counts[Self.index(kind, result)] += 1
+        guard let duration else { return }
+        timedLoads += 1
+        if recentDurations.count == Self.recentLimit { recentDurations.removeFirst() }
+        recentDurations.append(duration)
+    }
+
+    private static func index(_ kind: SnapshotLoadKind, _ result: SnapshotLoadResult) -> Int {
+        let kindIndex = SnapshotLoadKind.allCases.firstIndex(of: kind) ?? 0
+        let resultIndex = SnapshotLoadResult.allCases.firstIndex(of: result) ?? 0
+        return kindIndex * SnapshotLoadResult.allCases.count + resultIndex
     }
 }

@@ -277,29 +277,33 @@ public final class SnapshotReloader: Service, Sendable {
                 return
             }
             let moment = ContinuousClock.now
-            var due = state.checkDue || check
-            if state.eventCheckDue(now: moment, debounce: debounce) { due = true }
-            if let poll = state.nextPoll, moment >= poll { due = true }
-            if let retry = state.retryAt, moment >= retry { due = true }
+            // Why a check is due, for the metrics: the first reason in this order.
+            var kind: SnapshotLoadKind?
+            if let retry = state.retryAt, moment >= retry { kind = .retry }
+            if state.eventCheckDue(now: moment, debounce: debounce) { kind = kind ?? .watch }
+            if check { kind = kind ?? .request }
+            if let poll = state.nextPoll, moment >= poll { kind = kind ?? .poll }
+            if state.checkDue { kind = kind ?? .startup }
             releaseRetired(&state)
 
             if let forced {
                 // Every forced request so far (Reload calls, SIGHUPs) is served by this
                 // one load; those arriving meanwhile wait for the next.
-                let outcome = attempt(&state, forced: true)
+                let outcome = attempt(&state, kind: .forced)
                 for waiter in forced { waiter(outcome) }
-            } else if due {
-                _ = attempt(&state, forced: false)
+            } else if let kind {
+                _ = attempt(&state, kind: kind)
             }
             state.checkDue = false
-            if forced != nil || due, let pollInterval {
+            if forced != nil || kind != nil, let pollInterval {
                 state.nextPoll = ContinuousClock.now + pollInterval
             }
         }
     }
 
     /// One check (or, `forced`, one unconditional load).
-    private func attempt(_ state: inout LoopState, forced: Bool) -> ReloadOutcome {
+    private func attempt(_ state: inout LoopState, kind: SnapshotLoadKind) -> ReloadOutcome {
+        let forced = kind == .forced
         let served = snapshots.snapshot
         let file = DatabaseFile.identity(databasePath)
         if !forced {
@@ -308,6 +312,7 @@ public final class SnapshotReloader: Service, Sendable {
             do throws(StoreError) {
                 version = try state.probe(databasePath).current()
             } catch {
+                snapshots.recordAttempt(kind, .failure)
                 return failed(&state, error, served: served)
             }
             logger.debug(
@@ -321,6 +326,7 @@ public final class SnapshotReloader: Service, Sendable {
                         metadata: ["snapshot-version": "\(version)"])
                 }
                 state.healthy(initialBackoff)
+                snapshots.recordAttempt(kind, .unchanged)
                 return ReloadOutcome(snapshot: served, error: nil, previousVersion: served.version)
             }
         }
@@ -331,10 +337,12 @@ public final class SnapshotReloader: Service, Sendable {
         do throws(StoreError) {
             snapshot = try loader(databasePath)
         } catch {
+            snapshots.recordAttempt(kind, .failure)
             return failed(&state, error, served: served, forced: forced)
         }
         let elapsed = ContinuousClock.now - started
         let previous = snapshots.install(snapshot)
+        snapshots.recordAttempt(kind, .success, duration: elapsed)
         state.servedFile = file
         let wasFailing = state.retryAt != nil
         state.healthy(initialBackoff)

@@ -4,6 +4,7 @@
 
 import ArgumentParser
 import AuthzServer
+import CoreMetrics
 import Logging
 import ServiceLifecycle
 import UnixSignals
@@ -26,7 +27,8 @@ struct Authzd: AsyncParsableCommand {
             AUTHZD_SOCKET, AUTHZD_SOCKET_MODE, AUTHZD_SOCKET_GROUP, AUTHZD_DB, AUTHZD_REQUIRE_DATABASE, \
             AUTHZD_MAX_FRAME_SIZE, AUTHZD_MAX_BATCH_SIZE, AUTHZD_MAX_CONNECTIONS, AUTHZD_IDLE_TIMEOUT, \
             AUTHZD_SHUTDOWN_GRACE_PERIOD, AUTHZD_TRANSPORT, AUTHZD_EVENT_LOOPS, AUTHZD_WATCH, AUTHZD_POLL_INTERVAL, AUTHZD_RELOAD_DEBOUNCE, \
-            AUTHZD_MAX_STALENESS, AUTHZD_DEFAULT_DEADLINE, AUTHZD_LOG_LEVEL, AUTHZD_LOG_FORMAT. A flag \
+            AUTHZD_MAX_STALENESS, AUTHZD_DEFAULT_DEADLINE, AUTHZD_LOG_LEVEL, AUTHZD_LOG_FORMAT, \
+            AUTHZD_METRICS_LISTEN. A flag \
             wins over its variable. Durations take a unit: 500ms, 10s (the default unit), 5m, 1h.
 
             Hot reload: the database's directory (and that of every symlink on its path) is \
@@ -114,6 +116,12 @@ struct Authzd: AsyncParsableCommand {
     @Option(help: ArgumentHelp("text (default) or json, one line per event on stderr.", valueName: "format"))
     var logFormat: String?
 
+    @Option(
+        help: ArgumentHelp(
+            "Serve /metrics (Prometheus), /healthz and /readyz over HTTP here: HOST:PORT (127.0.0.1:9464) or a Unix socket path starting with / or ./ (default: off).",
+            valueName: "address"))
+    var metricsListen: String?
+
     func run() async throws {
         // Before anything slow (the initial load can take seconds): a write to a closed
         // pipe (stderr) must be an error, not SIGPIPE, and a SIGHUP must not take its
@@ -160,6 +168,8 @@ struct Authzd: AsyncParsableCommand {
 
         let reloader = SnapshotReloader(configuration: server, snapshots: snapshots, logger: logger)
         let service = SidecarServer(configuration: server, snapshots: snapshots, reloader: reloader, logger: logger)
+        // Whatever is recorded through swift-metrics in this process is served by /metrics.
+        if let factory = service.metricsFactory { MetricsSystem.bootstrap(factory) }
         // Shut down in reverse order: the server drains first, then the reloader stops.
         var configuration = ServiceGroupConfiguration(
             services: [
@@ -201,6 +211,7 @@ struct Authzd: AsyncParsableCommand {
         flags[.defaultDeadline] = defaultDeadline
         flags[.logLevel] = logLevel
         flags[.logFormat] = logFormat
+        flags[.metricsListen] = metricsListen
         return flags
     }
 

@@ -47,13 +47,23 @@ final class ConnectionSession {
     @exclusivity(unchecked) private var batchSnapshot: Snapshot?
     @exclusivity(unchecked) private var batchSnapshotRead = false
     @exclusivity(unchecked) private var errorLogged = false
+    /// The loop's metrics shard; nil when the server keeps no metrics.
+    private let stats: RequestStats?
+    /// Requests answered in this pass of `process` (their duration is observed at its end).
+    @exclusivity(unchecked) private var answeredInPass: UInt64 = 0
+    /// When the bytes answered in this pass were read (the first read since the last pass).
+    @exclusivity(unchecked) private var readAt: ContinuousClock.Instant?
+    /// The parked request's method and arrival, for the metrics when it is answered.
+    @exclusivity(unchecked) private var parkedMethod = RequestMethod.invalid
+    @exclusivity(unchecked) private var parkedReceivedAt: ContinuousClock.Instant?
 
     static let baseInputCapacity = 16 * 1024
     static let baseOutputCapacity = 16 * 1024
 
     init(
         id: UInt64, context: ServerContext, now: ContinuousClock.Instant, fastPath: FastPathScratch?,
-        waker: ConnectionWaker, peer: @escaping () -> PeerCredentials?, unreadByPeer: @escaping () -> Int? = { nil }
+        waker: ConnectionWaker, peer: @escaping () -> PeerCredentials?, unreadByPeer: @escaping () -> Int? = { nil },
+        stats: RequestStats? = nil
     ) {
         self.id = id
         self.context = context
@@ -70,6 +80,7 @@ final class ConnectionSession {
         self.waker = waker
         self.peer = peer
         self.unreadByPeer = unreadByPeer
+        self.stats = stats
     }
 
     deinit {
@@ -93,12 +104,14 @@ final class ConnectionSession {
     /// `count` bytes were read into `readSpace()`.
     func didRead(_ count: Int, now: ContinuousClock.Instant) {
         input.count += count
+        if stats != nil, readAt == nil { readAt = now }
         core.read(now: now)
     }
 
     /// Bytes read by the transport into its own buffer (NIO).
     func received(_ bytes: UnsafeRawBufferPointer, now: ContinuousClock.Instant) {
         input.append(bytes)
+        if stats != nil, readAt == nil { readAt = now }
         core.read(now: now)
     }
 
@@ -173,14 +186,24 @@ final class ConnectionSession {
                 logOnce(.notice, "closing connection: \(error.code.name): \(error.message)")
                 input.consume(input.count)
                 append(WireResponse(callId: 0, error: error))
+                record(.invalid, error.code)
                 break answering
             }
         }
-        endBatch()
+        endBatch(now: now)
     }
 
-    /// End of a batch of answers: drop the batch's snapshot reference, count the requests.
-    private func endBatch() {
+    /// End of a batch of answers: drop the batch's snapshot reference, count the requests,
+    /// observe their duration: one clock read per pass, from when its bytes were read
+    /// (the loop's wake-up, on epoll) to now, when their answers are queued.
+    private func endBatch(now: ContinuousClock.Instant) {
+        if let stats {
+            if answeredInPass > 0 {
+                stats.observeDuration(nanoseconds: Self.nanoseconds(ContinuousClock.now - (readAt ?? now)), count: answeredInPass)
+                answeredInPass = 0
+            }
+            readAt = nil
+        }
         if batchSnapshotRead {
             batchSnapshot = nil
             batchSnapshotRead = false
@@ -200,11 +223,14 @@ final class ConnectionSession {
             request = try WireRequest(decoding: payload, maxBatchChecks: context.configuration.maxBatchSize)
         } catch {
             append(WireResponse(replyingTo: error))
+            record(.invalid, error.error.code)
             core.answered(parked: nil)
             return
         }
         if request.deadlineMs > 0, receivedAt + .milliseconds(Int64(request.deadlineMs)) <= now {
-            append(RequestProcessor.deadlinePassedInQueue(request))
+            let response = RequestProcessor.deadlinePassedInQueue(request)
+            append(response)
+            record(request, response)
             core.answered(parked: nil)
             return
         }
@@ -212,12 +238,46 @@ final class ConnectionSession {
         switch RequestProcessor.dispose(request, snapshot: readBatchSnapshot(), server: context) {
         case .respond(let response):
             append(response)
+            record(request, response)
             core.answered(parked: nil)
         case .waitForVersion(let version):
             waitForVersion(version, request, receivedAt: receivedAt)
         case .reload:
-            reload(request)
+            reload(request, receivedAt: receivedAt)
         }
+    }
+
+    // MARK: - Metrics
+
+    /// Counts a request answered in this pass.
+    @inline(__always)
+    private func record(_ request: WireRequest, _ response: WireResponse) {
+        guard let stats else { return }
+        let method = RequestMethod(request.method)
+        if case .batch(let checks) = request.method { stats.observeBatch(checks: checks.count) }
+        stats.answered(method, response.status.code)
+        answeredInPass += 1
+    }
+
+    @inline(__always)
+    private func record(_ method: RequestMethod, _ code: RPCCode) {
+        guard let stats else { return }
+        stats.answered(method, code)
+        answeredInPass += 1
+    }
+
+    /// Counts a parked request answered now, with its own duration.
+    private func recordUnparked(_ response: WireResponse) {
+        guard let stats, let receivedAt = parkedReceivedAt else { return }
+        parkedReceivedAt = nil
+        stats.answered(parkedMethod, response.status.code)
+        stats.observeDuration(nanoseconds: Self.nanoseconds(ContinuousClock.now - receivedAt), count: 1)
+    }
+
+    private static func nanoseconds(_ duration: Duration) -> UInt64 {
+        let (seconds, attoseconds) = duration.components
+        guard seconds >= 0, attoseconds >= 0 else { return 0 }
+        return UInt64(seconds) &* 1_000_000_000 &+ UInt64(attoseconds / 1_000_000_000)
     }
 
     /// The snapshot this batch answers from, read once per batch.
@@ -300,6 +360,16 @@ final class ConnectionSession {
                 callId: check.callId, snapshotVersion: snapshot.version,
                 answer: RequestProcessor.answer(check, keys: run.keys[index], in: snapshot), into: output.end)
         }
+        if let stats {
+            for index in 0..<count {
+                switch run.checks[index].kind {
+                case .effectivePermission: stats.answered(.effectivePermission, .ok)
+                case .canUse: stats.answered(.canUse, .ok)
+                case .seatType: stats.answered(.seatType, .ok)
+                }
+            }
+            answeredInPass &+= UInt64(count)
+        }
         unreportedRequests += UInt64(count)
         input.consume(consumed)
         return true
@@ -310,7 +380,9 @@ final class ConnectionSession {
     private func waitForVersion(_ version: UInt64, _ request: WireRequest, receivedAt: ContinuousClock.Instant) {
         if core.phase == .draining {
             // No newer snapshot is waited for while the server shuts down.
-            append(Self.shuttingDown(request))
+            let response = Self.shuttingDown(request)
+            append(response)
+            record(request, response)
             core.answered(parked: nil)
             return
         }
@@ -321,12 +393,18 @@ final class ConnectionSession {
             waker.schedule { $0.versionArrived() }
         }
         if let ready {
-            append(RequestProcessor.answerAfterWaiting(request, snapshot: ready, server: context))
+            let response = RequestProcessor.answerAfterWaiting(request, snapshot: ready, server: context)
+            append(response)
+            record(request, response)
             core.answered(parked: nil)
             return
         }
         parkedRequest = request
         parkedWaiter = waiter
+        if stats != nil {
+            parkedMethod = RequestMethod(request.method)
+            parkedReceivedAt = receivedAt
+        }
         core.answered(parked: .version(deadline: deadline))
     }
 
@@ -336,15 +414,20 @@ final class ConnectionSession {
         unpark(with: RequestProcessor.answerAfterWaiting(request, snapshot: context.snapshots.snapshot, server: context))
     }
 
-    private func reload(_ request: WireRequest) {
+    private func reload(_ request: WireRequest, receivedAt: ContinuousClock.Instant) {
         let callId = request.callId
         let reloader: SnapshotReloader
         switch RequestProcessor.reloader(for: callId, in: context, peer: peer()) {
         case .success(let allowed): reloader = allowed
         case .failure(let refused):
             append(refused.response)
+            record(.reload, refused.response.status.code)
             core.answered(parked: nil)
             return
+        }
+        if stats != nil {
+            parkedMethod = .reload
+            parkedReceivedAt = receivedAt
         }
         reloadToken &+= 1
         let token = reloadToken
@@ -366,6 +449,7 @@ final class ConnectionSession {
         parkedRequest = nil
         parkedWaiter = 0
         append(response)
+        recordUnparked(response)
         core.unparked()
     }
 

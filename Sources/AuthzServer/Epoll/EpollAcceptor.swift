@@ -73,7 +73,9 @@ final class EpollAcceptor {
             if exhaustion.active { recovered() }
             let open = context.connectionsOpen.add(1, ordering: .relaxed).newValue
             let id = context.nextConnectionID.add(1, ordering: .relaxed).oldValue
+            context.metrics?.connectionsAccepted.add(1, ordering: .relaxed)
             if open > context.configuration.maxConnections {
+                context.metrics?.refusedOverLimit.add(1, ordering: .relaxed)
                 let limit = context.configuration.maxConnections
                 context.logger.notice(
                     "rejecting connection: \(limit) connections are open", metadata: ["connection": "\(id)"])
@@ -106,6 +108,8 @@ final class EpollAcceptor {
         reserve = -1
         let fd = authz_accept_nonblocking(listener)
         if fd >= 0 {
+            context.metrics?.connectionsAccepted.add(1, ordering: .relaxed)
+            context.metrics?.refusedNoDescriptors.add(1, ordering: .relaxed)
             Self.answerAndClose(
                 fd,
                 WireError(

@@ -30,7 +30,8 @@ final class EpollConnection {
         }
         session = ConnectionSession(
             id: id, context: loop.context, now: loop.now, fastPath: loop.fastPath, waker: waker,
-            peer: { PeerCredentials.of(fd: fd) }, unreadByPeer: { PeerCredentials.unreadByPeer(fd: fd) })
+            peer: { PeerCredentials.of(fd: fd) }, unreadByPeer: { PeerCredentials.unreadByPeer(fd: fd) },
+            stats: loop.stats)
     }
 
     // MARK: Events

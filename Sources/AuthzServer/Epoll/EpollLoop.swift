@@ -35,6 +35,8 @@ final class EpollLoop: @unchecked Sendable {
     @exclusivity(unchecked) private var nextTick = ContinuousClock.now
     /// The hot path's scratch (its arena is reused for every request on this loop).
     let fastPath = FastPathScratch()
+    /// This loop's metrics shard (nil without metrics).
+    let stats: RequestStats?
 
     static let wakeupKey = UInt64.max
     static let listenerKey = UInt64.max - 1
@@ -42,6 +44,7 @@ final class EpollLoop: @unchecked Sendable {
     init(index: Int, context: ServerContext) throws(ServerError) {
         self.index = index
         self.context = context
+        stats = context.metrics?.makeShard()
         epoll = epoll_create1(Int32(EPOLL_CLOEXEC))
         guard epoll >= 0 else { throw ServerError(.listener, "epoll_create1: \(SocketFile.errorText(errno))") }
         register(wakeup.readEnd, key: Self.wakeupKey, events: EPOLLIN.rawValue)

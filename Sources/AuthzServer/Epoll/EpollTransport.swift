@@ -9,6 +9,7 @@
 // loop: events, tasks, timers), EpollAcceptor.swift (accepting, the connection limit, fd
 // exhaustion), EpollConnection.swift (moving one connection's bytes).
 
+import NIOCore
 import NIOPosix
 import Synchronization
 
@@ -43,6 +44,18 @@ final class EpollTransport: Sendable {
 
     /// Connections open on every loop.
     var openConnections: Int { loops.reduce(0) { $0 + $1.connectionCount.load(ordering: .relaxed) } }
+
+    /// Has every loop run a no-op task (the liveness probe): one future per loop, completed
+    /// on `eventLoop` once that loop ran it, failed if the loop has stopped.
+    func ping(replyingOn eventLoop: any EventLoop) -> [EventLoopFuture<Void>] {
+        loops.map { loop in
+            let promise = eventLoop.makePromise(of: Void.self)
+            if !loop.execute({ _ in promise.succeed() }) {
+                promise.fail(ServerError(.listener, "epoll loop \(loop.index) has stopped"))
+            }
+            return promise.futureResult
+        }
+    }
 
     /// Stops accepting: closes the listening socket.
     func stopAccepting() {
