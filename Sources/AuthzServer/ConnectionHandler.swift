@@ -17,6 +17,8 @@ final class ConnectionHandler: ChannelDuplexHandler {
     private let connectionID: UInt64
     /// The event loop's metrics shard (nil without metrics).
     private let stats: RequestStats?
+    /// The event loop's decision log ring (nil without a decision log).
+    private let decisions: DecisionRecorder?
     // Event-loop-confined: no dynamic exclusivity checks (Package.swift).
     @exclusivity(unchecked) private var session: ConnectionSession?
     @exclusivity(unchecked) private var context: ChannelHandlerContext?
@@ -27,10 +29,11 @@ final class ConnectionHandler: ChannelDuplexHandler {
     @exclusivity(unchecked) private var timerDeadline: NIODeadline?
     @exclusivity(unchecked) private var closing = false
 
-    init(server: ServerContext, connectionID: UInt64, stats: RequestStats? = nil) {
+    init(server: ServerContext, connectionID: UInt64, stats: RequestStats? = nil, decisions: DecisionRecorder? = nil) {
         self.server = server
         self.connectionID = connectionID
         self.stats = stats
+        self.decisions = decisions
     }
 
     // MARK: Lifecycle
@@ -45,7 +48,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
             id: connectionID, context: server, now: .now, fastPath: nil, waker: waker,
             peer: { [weak self] in self?.credentials },
             unreadByPeer: { [weak self] in self?.context.flatMap { PeerCredentials.unreadByPeer(of: $0.channel) } },
-            stats: stats)
+            stats: stats, decisions: decisions)
         if context.channel.isActive { start(context) }
     }
 

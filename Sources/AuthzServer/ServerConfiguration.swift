@@ -61,6 +61,8 @@ public struct ServerConfiguration: Sendable, Equatable {
     /// Where to serve the metrics and health endpoints over HTTP (`/metrics`, `/healthz`,
     /// `/readyz`); nil = nowhere, and the request path keeps no metrics.
     public var metricsListen: MetricsAddress?
+    /// The decision log (JSON Lines of the decisions answered); nil: off.
+    public var decisionLog: DecisionLogConfiguration?
 
     public static let defaultSocketMode: UInt32 = 0o660
     public static let defaultMaxFrameSize = 64 * 1024
@@ -99,7 +101,8 @@ public struct ServerConfiguration: Sendable, Equatable {
         reloadDebounce: Duration = ServerConfiguration.defaultReloadDebounce,
         maxStaleness: Duration? = nil,
         defaultDeadline: Duration = ServerConfiguration.defaultDeadline,
-        metricsListen: MetricsAddress? = nil
+        metricsListen: MetricsAddress? = nil,
+        decisionLog: DecisionLogConfiguration? = nil
     ) {
         self.socketPath = socketPath
         self.databasePath = databasePath
@@ -123,6 +126,7 @@ public struct ServerConfiguration: Sendable, Equatable {
         self.maxStaleness = maxStaleness
         self.defaultDeadline = defaultDeadline
         self.metricsListen = metricsListen
+        self.decisionLog = decisionLog
     }
 
     /// Throws every problem with the values as one error; returns when the configuration is usable.
@@ -165,6 +169,7 @@ public struct ServerConfiguration: Sendable, Equatable {
             }
             if path == socketPath { problems.append("the metrics socket path is the request socket's path") }
         }
+        if let decisionLog { problems += decisionLog.problems.map { "the decision log: \($0)" } }
         if !problems.isEmpty { throw ConfigurationError(problems) }
     }
 }
@@ -292,6 +297,13 @@ public struct DaemonSettings: Sendable, Equatable {
         case logLevel = "log-level"
         case logFormat = "log-format"
         case metricsListen = "metrics-listen"
+        case decisionLog = "decision-log"
+        case decisionLogSample = "decision-log-sample"
+        case decisionLogDenialsOnly = "decision-log-denials-only"
+        case decisionLogMethods = "decision-log-methods"
+        case decisionLogMaxSize = "decision-log-max-size"
+        case decisionLogKeep = "decision-log-keep"
+        case decisionLogBuffer = "decision-log-buffer"
 
         /// `AUTHZD_` and the flag in upper snake case, e.g. `AUTHZD_MAX_FRAME_SIZE`.
         public var environmentVariable: String {
@@ -380,6 +392,33 @@ public struct DaemonSettings: Sendable, Equatable {
             MetricsAddress.init(parsing:))
         {
             server.metricsListen = address
+        }
+        if let destination = raw(.decisionLog)?.value {
+            var log = DecisionLogConfiguration(destination: DecisionLogConfiguration.destination(destination))
+            if let rate = parse(.decisionLogSample, "a sampling rate between 0 and 1 (such as 0.01)", { Double($0) }) {
+                log.sampleRate = rate
+            }
+            if let denials = parse(.decisionLogDenialsOnly, "a boolean (true/false, 1/0, yes/no)", Self.parseBool) {
+                log.denialsOnly = denials
+            }
+            if let (value, source) = raw(.decisionLogMethods) {
+                do {
+                    log.methods = try DecisionLogConfiguration.methods(value)
+                } catch {
+                    problems.append("\(source): \(error)")
+                }
+            }
+            if let size = parse(.decisionLogMaxSize, "a byte count (0: never rotate)", Self.parseCount) {
+                log.maxFileBytes = size == 0 ? nil : size
+            }
+            if let keep = parse(.decisionLogKeep, "a count", Self.parseCount) { log.keepFiles = keep }
+            if let size = parse(.decisionLogBuffer, "a count of decisions", Self.parseCount) { log.bufferSize = size }
+            server.decisionLog = log
+        } else {
+            for key in [Key.decisionLogSample, .decisionLogDenialsOnly, .decisionLogMethods, .decisionLogMaxSize, .decisionLogKeep, .decisionLogBuffer]
+            where flags[key] != nil {
+                problems.append("\(key.flag) needs \(Key.decisionLog.flag)")
+            }
         }
         let levels = LogLevel.allCases.map(\.rawValue).joined(separator: ", ")
         let level = parse(.logLevel, "a log level (\(levels))") { LogLevel(rawValue: $0.lowercased()) } ?? .info

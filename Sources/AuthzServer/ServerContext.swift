@@ -19,10 +19,12 @@ final class ServerContext: Sendable {
     let reloadAllowed: @Sendable (UInt32) -> Bool
     /// The metrics (per-loop shards, connection counters); nil unless `metricsListen` is set.
     let metrics: ServerMetrics?
+    /// The decision log; nil unless `decisionLog` is set (and could be opened).
+    let decisions: DecisionLog?
 
     init(
         configuration: ServerConfiguration, snapshots: SnapshotHolder, reloader: SnapshotReloader?, logger: Logger,
-        reloadAllowed: @escaping @Sendable (UInt32) -> Bool
+        reloadAllowed: @escaping @Sendable (UInt32) -> Bool, decisions: DecisionLog? = nil
     ) {
         self.configuration = configuration
         self.snapshots = snapshots
@@ -31,6 +33,7 @@ final class ServerContext: Sendable {
         self.reloadAllowed = reloadAllowed
         self.startedAt = .now
         self.metrics = configuration.metricsListen == nil ? nil : ServerMetrics()
+        self.decisions = decisions
     }
 
     /// Why checks must not be answered from the snapshot in service (`--max-staleness`

@@ -65,10 +65,28 @@ public final class SidecarServer: Service, Sendable {
         self.snapshots = snapshots
         self.eventLoopGroup = eventLoopGroup
         self.logger = logger
+        // The decision log is opened here, so that run() can refuse to start when it cannot be.
+        var decisions: DecisionLog?
+        if let settings = configuration.decisionLog {
+            do {
+                decisions = try DecisionLog(configuration: settings, logger: logger)
+                decisionLogError = nil
+            } catch {
+                decisionLogError = error
+            }
+        } else {
+            decisionLogError = nil
+        }
         self.context = ServerContext(
             configuration: configuration, snapshots: snapshots, reloader: reloader, logger: logger,
-            reloadAllowed: reloadAllowed)
+            reloadAllowed: reloadAllowed, decisions: decisions)
     }
+
+    /// Why the configured decision log could not be opened (run() throws it).
+    private let decisionLogError: ConfigurationError?
+
+    /// The decision log's counters; nil without one.
+    public var decisionLogStatistics: DecisionLog.Statistics? { context.decisions?.statistics }
 
     /// The daemon's own effective user and root may reload.
     public static let defaultReloadPolicy: @Sendable (UInt32) -> Bool = { uid in
@@ -111,6 +129,8 @@ public final class SidecarServer: Service, Sendable {
         var metricsEndpoint: MetricsEndpoint?
         do {
             try configuration.validate()
+            if let decisionLogError { throw decisionLogError }
+            context.decisions?.start()
             FileDescriptorLimit.raise(for: configuration.maxConnections, logger: logger)
             // Before the request socket: its probes say "not serving" until that is bound.
             if let address = configuration.metricsListen {
@@ -128,6 +148,7 @@ public final class SidecarServer: Service, Sendable {
             }
         } catch {
             await metricsEndpoint?.stop()
+            await context.decisions?.stop()
             ready.fail(error)
             throw error
         }
@@ -182,6 +203,8 @@ public final class SidecarServer: Service, Sendable {
                 closeAll: { registry.closeAll() })
         }
         await metricsEndpoint?.stop()
+        // After the loops: every decision they recorded is written before the file closes.
+        await context.decisions?.stop()
         logger.info("stopped", metadata: ["requests-served": "\(context.requestsServed.load(ordering: .relaxed))"])
         if unexpected {
             throw ServerError(.listener, "the listening socket \(configuration.socketPath) closed unexpectedly")
@@ -393,7 +416,8 @@ public final class SidecarServer: Service, Sendable {
         }
         // One shard per event loop: every connection on this loop writes it, on its thread.
         let stats = context.metrics?.shard(forLoop: ObjectIdentifier(channel.eventLoop))
-        try pipeline.addHandler(ConnectionHandler(server: context, connectionID: id, stats: stats))
+        let decisions = context.decisions.map { DecisionRecorder(log: $0, ring: $0.ring(forLoop: ObjectIdentifier(channel.eventLoop))) }
+        try pipeline.addHandler(ConnectionHandler(server: context, connectionID: id, stats: stats, decisions: decisions))
         registry.add(channel, id: id)
         channel.closeFuture.whenComplete { _ in registry.remove(id: id) }
         context.logger.debug("connection opened", metadata: ["connection": "\(id)"])

@@ -122,6 +122,36 @@ struct Authzd: AsyncParsableCommand {
             valueName: "address"))
     var metricsListen: String?
 
+    @Option(
+        help: ArgumentHelp(
+            "Write every decision answered as JSON Lines to this file (rotated by size), or - for standard output (default: off).",
+            valueName: "path"))
+    var decisionLog: String?
+
+    @Option(help: ArgumentHelp("Record this fraction of decisions, 0 to 1 (default: 1).", valueName: "rate"))
+    var decisionLogSample: String?
+
+    @Flag(inversion: .prefixedNo, help: "Record only denials: a no, an answer of none, or an error (default: all).")
+    var decisionLogDenialsOnly: Bool?
+
+    @Option(
+        help: ArgumentHelp(
+            "Record only these methods: can_use, effective_permission, seat_type, capabilities, list_projects, list_project_access, list_assets (default: all).",
+            valueName: "list"))
+    var decisionLogMethods: String?
+
+    @Option(help: ArgumentHelp("Rotate the decision log at this many bytes; 0: never (default: 104857600).", valueName: "bytes"))
+    var decisionLogMaxSize: String?
+
+    @Option(help: ArgumentHelp("Rotated decision log files kept, PATH.1 … PATH.N (default: 5).", valueName: "count"))
+    var decisionLogKeep: String?
+
+    @Option(
+        help: ArgumentHelp(
+            "Decisions buffered per event loop; when full, new ones are dropped and counted (default: 16384).",
+            valueName: "count"))
+    var decisionLogBuffer: String?
+
     func run() async throws {
         // Before anything slow (the initial load can take seconds): a write to a closed
         // pipe (stderr) must be an error, not SIGPIPE, and a SIGHUP must not take its
@@ -212,6 +242,13 @@ struct Authzd: AsyncParsableCommand {
         flags[.logLevel] = logLevel
         flags[.logFormat] = logFormat
         flags[.metricsListen] = metricsListen
+        flags[.decisionLog] = decisionLog
+        flags[.decisionLogSample] = decisionLogSample
+        flags[.decisionLogDenialsOnly] = decisionLogDenialsOnly.map { $0 ? "true" : "false" }
+        flags[.decisionLogMethods] = decisionLogMethods
+        flags[.decisionLogMaxSize] = decisionLogMaxSize
+        flags[.decisionLogKeep] = decisionLogKeep
+        flags[.decisionLogBuffer] = decisionLogBuffer
         return flags
     }
 

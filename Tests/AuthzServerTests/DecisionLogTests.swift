@@ -106,7 +106,7 @@ struct DecisionLogTests {
         #expect(ordered)
     }
 
-    @Test func theLogWritesEverythingRecordedBeforeStop() throws {
+    @Test func theLogWritesEverythingRecordedBeforeStop() async throws {
         let directory = try TestDirectory()
         let path = directory.file("decisions.jsonl")
         let log = try DecisionLog(configuration: .init(destination: .file(path)), loops: 2, logger: Logger(label: "test"))
@@ -116,7 +116,7 @@ struct DecisionLogTests {
             #expect(log.wants(.canUse, on: ring))
             Self.withIds(["u-\(index)", "a"]) { log.record(Self.record(callId: UInt64(index), outcome: .access(.use, .groupAccess, allowed: true)), ids: $0, on: ring) }
         }
-        log.stop()
+        await log.stop()
         let lines = try Self.lines(path)
         #expect(lines.count == 1000)
         #expect(Set(lines.compactMap { $0["call_id"] as? Int }) == Set(0..<1000))
@@ -152,7 +152,7 @@ struct DecisionLogTests {
         #expect((0..<10_000).allSatisfy { _ in !none.wants(.canUse, on: none.rings[0]) })
     }
 
-    @Test func theFileRotatesBySizeKeepingN() throws {
+    @Test func theFileRotatesBySizeKeepingN() async throws {
         let directory = try TestDirectory()
         let path = directory.file("decisions.jsonl")
         let log = try DecisionLog(
@@ -166,7 +166,7 @@ struct DecisionLogTests {
             }
             log.writerForTests.flush()
         }
-        log.stop()
+        await log.stop()
         #expect(fileExists(path) && fileExists(path + ".1") && fileExists(path + ".2") && !fileExists(path + ".3"))
         for file in [path, path + ".1", path + ".2"] {
             let size = try readFileBytes(file).count
@@ -177,7 +177,7 @@ struct DecisionLogTests {
         #expect(log.statistics.rotations >= 3)
     }
 
-    @Test func aFullDiskIsCountedAndLoggedOnceAndRecordingGoesOn() throws {
+    @Test func aFullDiskIsCountedAndLoggedOnceAndRecordingGoesOn() async throws {
         let log = try DecisionLog(configuration: .init(destination: .file("/dev/full")), loops: 1, logger: Logger(label: "test"))
         for round in 0..<3 {
             for index in 0..<5 {
@@ -185,7 +185,7 @@ struct DecisionLogTests {
             }
             log.writerForTests.flush()
         }
-        log.stop()
+        await log.stop()
         #expect(log.statistics == .init(written: 0, dropped: 0, lost: 15, writeErrors: 3, rotations: 0))
     }
 

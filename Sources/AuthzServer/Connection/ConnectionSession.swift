@@ -49,6 +49,10 @@ final class ConnectionSession {
     @exclusivity(unchecked) private var errorLogged = false
     /// The loop's metrics shard; nil when the server keeps no metrics.
     private let stats: RequestStats?
+    /// The decision log and the loop's ring; nil when the server keeps no decision log.
+    private let decisions: DecisionRecorder?
+    /// The peer's pid and uid for the decision log, read once.
+    @exclusivity(unchecked) private var logPeer: (pid: Int32, uid: UInt32)?
     /// Requests answered in this pass of `process` (their duration is observed at its end).
     @exclusivity(unchecked) private var answeredInPass: UInt64 = 0
     /// When the bytes answered in this pass were read (the first read since the last pass).
@@ -63,7 +67,7 @@ final class ConnectionSession {
     init(
         id: UInt64, context: ServerContext, now: ContinuousClock.Instant, fastPath: FastPathScratch?,
         waker: ConnectionWaker, peer: @escaping () -> PeerCredentials?, unreadByPeer: @escaping () -> Int? = { nil },
-        stats: RequestStats? = nil
+        stats: RequestStats? = nil, decisions: DecisionRecorder? = nil
     ) {
         self.id = id
         self.context = context
@@ -81,6 +85,7 @@ final class ConnectionSession {
         self.peer = peer
         self.unreadByPeer = unreadByPeer
         self.stats = stats
+        self.decisions = decisions
     }
 
     deinit {
@@ -252,6 +257,7 @@ final class ConnectionSession {
     /// Counts a request answered in this pass.
     @inline(__always)
     private func record(_ request: WireRequest, _ response: WireResponse) {
+        if let decisions { decisions.record(request, response, peer: peerForLog(), receivedAt: core.lastRead) }
         guard let stats else { return }
         let method = RequestMethod(request.method)
         if case .batch(let checks) = request.method { stats.observeBatch(checks: checks.count) }
@@ -266,10 +272,20 @@ final class ConnectionSession {
         answeredInPass += 1
     }
 
+    /// The peer's pid and uid (0 when unreadable), read once per connection.
+    private func peerForLog() -> (pid: Int32, uid: UInt32) {
+        if let logPeer { return logPeer }
+        let credentials = peer()
+        let found = (pid: credentials?.pid ?? 0, uid: credentials?.uid ?? 0)
+        logPeer = found
+        return found
+    }
+
     /// Counts a parked request answered now, with its own duration.
     private func recordUnparked(_ response: WireResponse) {
-        guard let stats, let receivedAt = parkedReceivedAt else { return }
+        guard let receivedAt = parkedReceivedAt else { return }
         parkedReceivedAt = nil
+        guard let stats else { return }
         stats.answered(parkedMethod, response.status.code)
         stats.observeDuration(nanoseconds: Self.nanoseconds(ContinuousClock.now - receivedAt), count: 1)
     }
@@ -354,11 +370,21 @@ final class ConnectionSession {
         }
         run.sink &+= sink
         output.reserve(output.count + count * FastPathEncoder.maxFrameLength)
+        // The decision log: one clock read per run (its checks arrived and are answered together).
+        let logging = decisions.map {
+            (recorder: $0, peer: peerForLog(), latency: DecisionRecorder.nanoseconds(ContinuousClock.now - core.lastRead),
+             time: DecisionLog.unixNanos())
+        }
         for index in 0..<count {
             let check = run.checks[index]
+            let answer = RequestProcessor.answer(check, keys: run.keys[index], in: snapshot)
             output.count += FastPathEncoder.encode(
-                callId: check.callId, snapshotVersion: snapshot.version,
-                answer: RequestProcessor.answer(check, keys: run.keys[index], in: snapshot), into: output.end)
+                callId: check.callId, snapshotVersion: snapshot.version, answer: answer, into: output.end)
+            if let logging {
+                logging.recorder.record(
+                    check, answer, snapshotVersion: snapshot.version, peer: logging.peer, latencyNanos: logging.latency,
+                    unixNanos: logging.time)
+            }
         }
         if let stats {
             for index in 0..<count {
@@ -401,7 +427,7 @@ final class ConnectionSession {
         }
         parkedRequest = request
         parkedWaiter = waiter
-        if stats != nil {
+        if stats != nil || decisions != nil {
             parkedMethod = RequestMethod(request.method)
             parkedReceivedAt = receivedAt
         }
@@ -446,9 +472,13 @@ final class ConnectionSession {
     }
 
     private func unpark(with response: WireResponse) {
+        let request = parkedRequest
         parkedRequest = nil
         parkedWaiter = 0
         append(response)
+        if let decisions, let request, let receivedAt = parkedReceivedAt {
+            decisions.record(request, response, peer: peerForLog(), receivedAt: receivedAt)
+        }
         recordUnparked(response)
         core.unparked()
     }

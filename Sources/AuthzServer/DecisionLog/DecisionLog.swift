@@ -9,6 +9,7 @@
 
 import AuthzEngine
 import AuthzWire
+import Dispatch
 public import Logging
 import NIOPosix
 import Synchronization
@@ -35,8 +36,7 @@ public final class DecisionLog: Sendable {
     }
 
     public let configuration: DecisionLogConfiguration
-    /// One ring per event loop: loop `i` records into `rings[i]` only.
-    let rings: [DecisionRing]
+    private let ringList: RingList
     private let writer: DecisionLogWriter
     private let pool: NIOThreadPool
     private let state = Mutex(RunState.idle)
@@ -47,24 +47,60 @@ public final class DecisionLog: Sendable {
 
     private enum RunState { case idle, running, stopped }
 
-    /// Opens the log (so a path that cannot be written fails at start) with one ring per
-    /// event loop.
-    public init(configuration: DecisionLogConfiguration, loops: Int, logger: Logger) throws(ConfigurationError) {
+    /// Every loop's ring; the writer drains them all.
+    final class RingList: Sendable {
+        private struct Rings {
+            var all: [DecisionRing] = []
+            var byLoop: [ObjectIdentifier: DecisionRing] = [:]
+            var seed: UInt64
+        }
+        private let rings: Mutex<Rings>
+        private let capacity: Int
+
+        init(capacity: Int) {
+            self.capacity = capacity
+            rings = Mutex(Rings(seed: UInt64(truncatingIfNeeded: getpid()) &* 0x9E37_79B9_7F4A_7C15))
+        }
+
+        var all: [DecisionRing] { rings.withLock { $0.all } }
+
+        func make(forLoop loop: ObjectIdentifier? = nil) -> DecisionRing {
+            rings.withLock { rings in
+                if let loop, let ring = rings.byLoop[loop] { return ring }
+                rings.seed = rings.seed &+ 0xBF58_476D_1CE4_E5B9
+                let ring = DecisionRing(capacity: capacity, seed: rings.seed)
+                rings.all.append(ring)
+                if let loop { rings.byLoop[loop] = ring }
+                return ring
+            }
+        }
+    }
+
+    /// Opens the log (so a path that cannot be written fails at start). `loops` rings are
+    /// made at once (tests); servers make one per event loop with `makeRing` or
+    /// `ring(forLoop:)`.
+    public init(configuration: DecisionLogConfiguration, loops: Int = 0, logger: Logger) throws(ConfigurationError) {
         let problems = configuration.problems
         guard problems.isEmpty else { throw ConfigurationError(problems.map { "--decision-log: \($0)" }) }
         self.configuration = configuration
-        var seed = UInt64(truncatingIfNeeded: getpid()) &* 0x9E37_79B9_7F4A_7C15
-        rings = (0..<max(1, loops)).map { index in
-            seed = seed &+ UInt64(index + 1) &* 0xBF58_476D_1CE4_E5B9
-            return DecisionRing(capacity: configuration.bufferSize, seed: seed)
-        }
+        ringList = RingList(capacity: configuration.bufferSize)
+        for _ in 0..<loops { _ = ringList.make() }
         sampleThreshold =
             configuration.sampleRate >= 1
             ? .max : UInt64(max(0, configuration.sampleRate) * 18_446_744_073_709_549_568.0)
         methodMask = (configuration.methods ?? Set(DecisionMethod.allCases)).reduce(0) { $0 | 1 << UInt32($1.rawValue) }
-        writer = try DecisionLogWriter(configuration: configuration, rings: rings, logger: logger)
+        writer = try DecisionLogWriter(configuration: configuration, rings: ringList, logger: logger)
         pool = NIOThreadPool(numberOfThreads: 1)
     }
+
+    /// The rings made so far.
+    var rings: [DecisionRing] { ringList.all }
+
+    /// A new ring, for one event loop (epoll).
+    func makeRing() -> DecisionRing { ringList.make() }
+
+    /// The ring of the event loop `loop` (NIO), made on first use.
+    func ring(forLoop loop: ObjectIdentifier) -> DecisionRing { ringList.make(forLoop: loop) }
 
     /// Starts the writer thread.
     public func start() {
@@ -81,7 +117,7 @@ public final class DecisionLog: Sendable {
 
     /// Stops the writer after it has written everything recorded so far, and closes the file.
     /// Call after the loops stopped recording.
-    public func stop() {
+    public func stop() async {
         let wasRunning = state.withLock { state -> Bool in
             defer { state = .stopped }
             if case .running = state { return true }
@@ -92,7 +128,7 @@ public final class DecisionLog: Sendable {
             return
         }
         writer.requestStop()
-        try? pool.syncShutdownGracefully()
+        try? await pool.shutdownGracefully()
     }
 
     /// The writer, for tests that drain by hand instead of starting its thread.
@@ -100,7 +136,7 @@ public final class DecisionLog: Sendable {
 
     public var statistics: Statistics {
         var statistics = writer.statistics
-        statistics.dropped = rings.reduce(0) { $0 &+ $1.dropped }
+        statistics.dropped = ringList.all.reduce(0) { $0 &+ $1.dropped }
         return statistics
     }
 
@@ -134,9 +170,11 @@ public final class DecisionLog: Sendable {
 /// The writer thread's side: drains, formats, writes, rotates.
 final class DecisionLogWriter: @unchecked Sendable {
     private let configuration: DecisionLogConfiguration
-    private let rings: [DecisionRing]
+    private let rings: DecisionLog.RingList
     private let logger: Logger
     private let stopRequested = Atomic<Bool>(false)
+    /// Signalled by a stop, so the writer does not sleep out its interval.
+    private let wakeup = DispatchSemaphore(value: 0)
     private let counters = Mutex(DecisionLog.Statistics(written: 0, dropped: 0, lost: 0, writeErrors: 0, rotations: 0))
 
     // Writer thread only (and `init` / `closeFile` before or after it runs).
@@ -145,7 +183,7 @@ final class DecisionLogWriter: @unchecked Sendable {
     private var buffer: [UInt8] = []
     private var failing = false
 
-    init(configuration: DecisionLogConfiguration, rings: [DecisionRing], logger: Logger) throws(ConfigurationError) {
+    init(configuration: DecisionLogConfiguration, rings: DecisionLog.RingList, logger: Logger) throws(ConfigurationError) {
         self.configuration = configuration
         self.rings = rings
         self.logger = logger
@@ -164,17 +202,19 @@ final class DecisionLogWriter: @unchecked Sendable {
 
     var statistics: DecisionLog.Statistics { counters.withLock { $0 } }
 
-    func requestStop() { stopRequested.store(true, ordering: .releasing) }
+    func requestStop() {
+        stopRequested.store(true, ordering: .releasing)
+        wakeup.signal()
+    }
 
-    /// The writer thread's loop: drain, write, sleep; after a stop, one last drain.
+    /// The writer thread's loop: drain, write, wait for the flush interval (or a stop);
+    /// after a stop, one last drain.
     func run() {
         let interval = configuration.flushInterval
-        let sleepNanos = max(1_000_000, interval.components.seconds * 1_000_000_000 + interval.components.attoseconds / 1_000_000_000)
+        let nanos = max(1_000_000, interval.components.seconds * 1_000_000_000 + interval.components.attoseconds / 1_000_000_000)
         while !stopRequested.load(ordering: .acquiring) {
             flush()
-            var pause = timespec(tv_sec: Int(sleepNanos / 1_000_000_000), tv_nsec: Int(sleepNanos % 1_000_000_000))
-            var rest = timespec()
-            while nanosleep(&pause, &rest) != 0 && errno == EINTR { pause = rest }
+            _ = wakeup.wait(timeout: .now() + .nanoseconds(Int(clamping: nanos)))
         }
         flush()
         closeFile()
@@ -183,7 +223,7 @@ final class DecisionLogWriter: @unchecked Sendable {
     /// Drains every ring and writes what they held. Writer thread only.
     func flush() {
         var lines = 0
-        for ring in rings {
+        for ring in rings.all {
             lines += ring.drain { slot in DecisionLogFormat.append(slot, to: &buffer) }
         }
         guard lines > 0 else { return }

@@ -31,7 +31,7 @@ final class EpollConnection {
         session = ConnectionSession(
             id: id, context: loop.context, now: loop.now, fastPath: loop.fastPath, waker: waker,
             peer: { PeerCredentials.of(fd: fd) }, unreadByPeer: { PeerCredentials.unreadByPeer(fd: fd) },
-            stats: loop.stats)
+            stats: loop.stats, decisions: loop.decisions)
     }
 
     // MARK: Events

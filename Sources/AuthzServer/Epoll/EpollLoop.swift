@@ -37,6 +37,8 @@ final class EpollLoop: @unchecked Sendable {
     let fastPath = FastPathScratch()
     /// This loop's metrics shard (nil without metrics).
     let stats: RequestStats?
+    /// This loop's decision log ring (nil without a decision log).
+    let decisions: DecisionRecorder?
 
     static let wakeupKey = UInt64.max
     static let listenerKey = UInt64.max - 1
@@ -45,6 +47,7 @@ final class EpollLoop: @unchecked Sendable {
         self.index = index
         self.context = context
         stats = context.metrics?.makeShard()
+        decisions = context.decisions.map { DecisionRecorder(log: $0, ring: $0.makeRing()) }
         epoll = epoll_create1(Int32(EPOLL_CLOEXEC))
         guard epoll >= 0 else { throw ServerError(.listener, "epoll_create1: \(SocketFile.errorText(errno))") }
         register(wakeup.readEnd, key: Self.wakeupKey, events: EPOLLIN.rawValue)
