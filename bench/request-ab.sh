@@ -5,17 +5,18 @@
 # each, and the ratio B/A. Used for "no regression" checks of request-path changes.
 #
 #   bench/request-ab.sh AUTHZD_A AUTHZD_B DB [--runs 5] [--duration 4] [--shapes "1x1 4x32 16x32"]
-#       [--transport epoll] [--b-flags "FLAGS"] [--b-metrics]
+#       [--transport epoll] [--b-flags "FLAGS"] [--b-metrics] [--raw FILE]
 #
 # --b-flags passes extra authzd flags to B only. --b-metrics runs B with --metrics-listen on
 # a Unix socket in the scratch directory and scrapes /metrics once in the middle of each B
-# run (the A/B for the metrics overhead: the same binary as A and B).
+# run (the A/B for the metrics overhead: the same binary as A and B). --raw appends every
+# run's numbers (shape, A calls/s, A us/call, B calls/s, B us/call) to FILE.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -ge 3 ] || { echo "usage: bench/request-ab.sh AUTHZD_A AUTHZD_B DB [--runs N] [--duration S] [--shapes \"CxD ...\"] [--transport T] [--b-flags \"FLAGS\"] [--b-metrics]" >&2; exit 2; }
 a=$1 b=$2 db=$3
 shift 3
-runs=5 duration=4 shapes="1x1 4x32 16x32" transport=epoll b_flags="" b_metrics=0
+runs=5 duration=4 shapes="1x1 4x32 16x32" transport=epoll b_flags="" b_metrics=0 raw=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --runs) runs=$2; shift 2 ;;
@@ -24,6 +25,7 @@ while [ $# -gt 0 ]; do
         --transport) transport=$2; shift 2 ;;
         --b-flags) b_flags=$2; shift 2 ;;
         --b-metrics) b_metrics=1; shift ;;
+        --raw) raw=$2; shift 2 ;;
         *) echo "request-ab.sh: unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -61,7 +63,9 @@ measure() {  # binary connections depth [extra authzd flags...] -> "calls_per_s 
     python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r["throughput"]["calls_per_s"], r["cpu"]["server_us_per_call"])' "$dir/r.json"
 }
 
-printf "%-7s %14s %14s %8s %12s %12s %8s\n" shape "A calls/s" "B calls/s" "B/A" "A us/call" "B us/call" "B/A"
+# The last column: the median over runs of B/A CPU per call of the runs measured back to back
+# (A and B alternate), steadier than the ratio of the medians when the machine's load drifts.
+printf "%-7s %14s %14s %8s %12s %12s %8s %8s\n" shape "A calls/s" "B calls/s" "B/A" "A us/call" "B us/call" "B/A" "paired"
 for shape in $shapes; do
     c=${shape%x*} d=${shape#*x}
     : > "$dir/a" ; : > "$dir/b"
@@ -70,11 +74,14 @@ for shape in $shapes; do
         # shellcheck disable=SC2086  # b_flags is a list of flags
         scrape="$b_scrape" measure "$b" "$c" "$d" $b_flags "${b_metrics_flags[@]}" >> "$dir/b"
     done
+    [ -z "$raw" ] || paste -d " " "$dir/a" "$dir/b" | sed "s/^/$shape /" >> "$raw"
     python3 - "$shape" "$dir/a" "$dir/b" <<'PY'
 import statistics, sys
 shape, fa, fb = sys.argv[1:]
 def med(path, i): return statistics.median(float(l.split()[i]) for l in open(path) if l.strip())
 ta, tb, ca, cb = med(fa, 0), med(fb, 0), med(fa, 1), med(fb, 1)
-print(f"{shape:<7} {ta:14.0f} {tb:14.0f} {tb/ta:8.3f} {ca:12.3f} {cb:12.3f} {cb/ca:8.3f}")
+rows = lambda path: [float(l.split()[1]) for l in open(path) if l.strip()]
+paired = statistics.median(b / a for a, b in zip(rows(fa), rows(fb)))
+print(f"{shape:<7} {ta:14.0f} {tb:14.0f} {tb/ta:8.3f} {ca:12.3f} {cb:12.3f} {cb/ca:8.3f} {paired:8.3f}")
 PY
 done

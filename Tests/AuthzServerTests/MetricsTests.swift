@@ -414,6 +414,19 @@ struct MetricsTests {
         }
         #expect(MetricsAddress.tcp(host: "::1", port: 1).description == "[::1]:1")
     }
+
+    @Test func theFlagAndItsVariableResolve() throws {
+        let base: [DaemonSettings.Key: String] = [.socket: "/tmp/a.sock", .db: "/tmp/a.db"]
+        #expect(try DaemonSettings.resolve(flags: base, environment: [:]).server.metricsListen == nil, "off by default")
+        var flags = base
+        flags[.metricsListen] = "127.0.0.1:9464"
+        let fromFlag = try DaemonSettings.resolve(flags: flags, environment: ["AUTHZD_METRICS_LISTEN": "/run/m.sock"])
+        #expect(fromFlag.server.metricsListen == .tcp(host: "127.0.0.1", port: 9464), "the flag wins")
+        let fromVariable = try DaemonSettings.resolve(flags: base, environment: ["AUTHZD_METRICS_LISTEN": "/run/m.sock"])
+        #expect(fromVariable.server.metricsListen == .unix("/run/m.sock"))
+        flags[.metricsListen] = "/tmp/a.sock"
+        #expect(throws: ConfigurationError.self) { try DaemonSettings.resolve(flags: flags, environment: [:]) }
+    }
 }
 
 @Suite(
