@@ -159,6 +159,22 @@ struct DecisionLogServerTests {
         }
     }
 
+    @Test func theMetricsCountWhatTheLogWroteAndDropped() async throws {
+        let directory = try TestDirectory()
+        let address = MetricsAddress.unix(directory.file("metrics.sock"))
+        try await withServer(configure: { configuration in
+            configuration.metricsListen = address
+            configuration.decisionLog = DecisionLogConfiguration(
+                destination: .file(directory.file("decisions.jsonl")), bufferSize: 16, flushInterval: .seconds(3600))
+        }) { server in
+            _ = try await Self.exchange(server, (1...40).map { WireRequest(callId: UInt64($0), method: .check(.seatType(user: "u-editor"))) })
+            let metrics = try scrape(address)
+            #expect(metrics.value("authzd_decision_log_events_total", ["result": "dropped"]) == 24)
+            #expect(metrics.value("authzd_decision_log_events_total", ["result": "written"]) == 0)
+            #expect(metrics.value("authzd_decision_log_write_errors_total") == 0)
+        }
+    }
+
     @Test func aDecisionLogThatCannotBeOpenedStopsTheServerAtStart() async throws {
         await #expect(throws: ConfigurationError.self) {
             try await withServer(configure: { configuration in

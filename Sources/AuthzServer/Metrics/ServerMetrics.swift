@@ -51,6 +51,8 @@ final class ServerMetrics: Sendable {
         var refusedDescriptors: UInt64 = 0
         var fileEvents: UInt64 = 0
         var timedLoads: UInt64 = 0
+        var decisions: [String: UInt64] = [:]
+        var decisionWriteErrors: UInt64 = 0
     }
 
     init() {
@@ -99,6 +101,7 @@ final class ServerMetrics: Sendable {
             let totals = totals()
             publishRequests(totals, &published)
             publishConnections(context, &published)
+            publishDecisionLog(context, &published)
             publishSnapshot(context, &published)
             var buffer: [UInt8] = []
             buffer.reserveCapacity(16 * 1024)
@@ -154,6 +157,20 @@ final class ServerMetrics: Sendable {
         Self.advance(
             counter("authzd_connections_refused_total", refused, labels: [("reason", "file_descriptors")]),
             from: &published.refusedDescriptors, to: refusedNoDescriptors.load(ordering: .relaxed))
+    }
+
+    /// The decision log's events (without a decision log: none of these series).
+    private func publishDecisionLog(_ context: ServerContext, _ published: inout Published) {
+        guard let statistics = context.decisions?.statistics else { return }
+        let help = "Decisions the decision log wrote, dropped (a loop's buffer was full) or lost (a failed write)."
+        for (result, value) in [("written", statistics.written), ("dropped", statistics.dropped), ("lost", statistics.lost)] {
+            var last = published.decisions[result] ?? 0
+            Self.advance(counter("authzd_decision_log_events_total", help, labels: [("result", result)]), from: &last, to: value)
+            published.decisions[result] = last
+        }
+        Self.advance(
+            counter("authzd_decision_log_write_errors_total", "Failed writes (or opens) of the decision log."),
+            from: &published.decisionWriteErrors, to: statistics.writeErrors)
     }
 
     /// Upper bounds of the snapshot load duration buckets.
