@@ -21,6 +21,12 @@ public final class WorkspaceStore {
     /// The newest schema version this build reads and writes.
     public static var supportedSchemaVersion: Int { Schema.latestVersion }
 
+    /// The SQL of the migration to schema `version` (for tests and tools that need a
+    /// database of an older schema), or nil.
+    public static func migrationSQL(version: Int) -> String? {
+        Schema.migrations.first { $0.version == version }?.sql
+    }
+
     /// The path the store was opened with.
     public var path: String { connection.path }
 
@@ -107,20 +113,60 @@ public final class WorkspaceStore {
         try connection.snapshotVersion()
     }
 
-    /// Replaces the whole stored workspace with `workspace` and returns the new snapshot
-    /// version.
+    /// How `importWorkspace` writes.
+    public enum ImportMode: Sendable, Equatable {
+        /// The diff, unless the store has no workspace yet or the diff is large (more than
+        /// `automaticReplaceThreshold` rows and more than a quarter of the stored rows):
+        /// then the bulk replace, which is several times faster per row.
+        case automatic
+        /// Only the rows that differ, with the row triggers in place: the version and the
+        /// change log grow by the rows changed (cascaded deletes included).
+        case diff
+        /// Delete everything and insert the workspace with the row triggers suspended: the
+        /// version goes up by one and the change log starts again at the new version (a
+        /// reader further behind loads everything).
+        case replace
+    }
+
+    /// Above this many changed rows (and a quarter of the stored rows) `.automatic` replaces.
+    public static let automaticReplaceThreshold = 50_000
+
+    /// What an import did.
+    public struct ImportSummary: Sendable, Equatable {
+        /// The snapshot version before and after (equal when nothing changed).
+        public var previousVersion: UInt64
+        public var version: UInt64
+        /// Whether the import replaced everything (`.replace`) or wrote the diff.
+        public var replaced: Bool
+        /// Row writes issued (the diff's inserts, updates and deletes; 0 for a replace). The
+        /// version grows by these plus the link rows that cascaded from deleted entities.
+        public var rowsWritten: Int
+    }
+
+    /// Makes the stored workspace equal to `workspace` and returns the new snapshot version
+    /// (`importChanges(_:mode: .automatic).version`).
+    @discardableResult
+    public func importWorkspace(_ workspace: Workspace) throws(StoreError) -> UInt64 {
+        try importChanges(workspace, mode: .automatic).version
+    }
+
+    /// Makes the stored workspace equal to `workspace`.
     ///
     /// The workspace is validated first (`WorkspaceDocument.validate`); any issue fails with
     /// `.invalidWorkspace` listing every issue, before the database is touched. Then, in
-    /// ONE transaction, every row is deleted and the workspace inserted (the store's row
-    /// triggers and secondary indexes are suspended meanwhile, see Schema.swift); any
-    /// failure rolls the transaction back, leaving the database (and its version) exactly
-    /// as it was. The version goes up by exactly one.
+    /// ONE transaction, either only the rows that differ are inserted, updated and deleted
+    /// (matched by external id; WorkspaceDiff.swift), or (`.replace`) every row is deleted
+    /// and the workspace inserted (the store's row triggers and secondary indexes are
+    /// suspended meanwhile, see Schema.swift). Any failure rolls the transaction back,
+    /// leaving the database (and its version) exactly as it was. A diff that changes
+    /// nothing writes nothing: the version stays.
     ///
     /// A repeated entry in an id list (members, asset groups, project assets, domains) is
-    /// stored once: the export gives back `WorkspaceDocument.normalized(workspace)`.
+    /// stored once: the export gives back `WorkspaceDocument.normalized(workspace)`, except
+    /// that after a diff import entities already stored keep their position (new ones come
+    /// last).
     @discardableResult
-    public func importWorkspace(_ workspace: Workspace) throws(StoreError) -> UInt64 {
+    public func importChanges(_ workspace: Workspace, mode: ImportMode) throws(StoreError) -> ImportSummary {
         let issues = WorkspaceDocument.validate(workspace)
         guard issues.isEmpty else {
             throw StoreError(
@@ -134,10 +180,25 @@ public final class WorkspaceStore {
         try connection.exec("PRAGMA cache_size = \(importCacheSize)")
         defer { try? connection.exec("PRAGMA cache_size = \(cacheSize)") }
         do {
-            return try connection.transaction(.immediate) { () throws(StoreError) -> UInt64 in
+            return try connection.transaction(.immediate) { () throws(StoreError) -> ImportSummary in
                 // Another process may have migrated the file past this build since open.
                 try connection.requireCurrentSchema()
                 let before = try connection.snapshotVersion()
+                if mode != .replace {
+                    let stored = try StoredRows(connection)
+                    if mode == .diff || stored.settings != nil {
+                        let plan = DiffPlanner(stored: stored, workspace: WorkspaceDocument.normalized(workspace)).plan()
+                        if mode == .diff || plan.count <= Self.automaticReplaceThreshold
+                            || plan.count * 4 <= stored.rowCount
+                        {
+                            try plan.execute(on: connection)
+                            try connection.pruneChangeLog()
+                            let after = try connection.snapshotVersion()
+                            return ImportSummary(
+                                previousVersion: before, version: after, replaced: false, rowsWritten: plan.count)
+                        }
+                    }
+                }
                 let suspended = try connection.dropSchemaObjects(named: Schema.importSuspended)
                 for table in Schema.dataTables {
                     try connection.exec("DELETE FROM \(table)")
@@ -149,10 +210,60 @@ public final class WorkspaceStore {
                 guard after > before else {
                     throw StoreError(code: .corrupt, message: "the snapshot version did not increase (\(before) → \(after))")
                 }
-                return after
+                try connection.restartChangeLog()
+                return ImportSummary(previousVersion: before, version: after, replaced: true, rowsWritten: 0)
             }
         } catch {
             throw error.prefixed("import failed, nothing was changed")
+        }
+    }
+
+    // MARK: The change log
+
+    /// The changes after snapshot version `since`, or nil when the log does not reach back
+    /// that far (`since` is below the log's floor, or newer than the database): then load
+    /// everything. One read transaction; an indexed range query.
+    public func changes(since: UInt64) throws(StoreError) -> ChangeSet? {
+        let connection = self.connection
+        return try connection.transaction(.deferred) { () throws(StoreError) in
+            try connection.requireCurrentSchema()
+            return try connection.changes(since: since)
+        }
+    }
+
+    /// The log's floor, size and retention settings.
+    public func changeLogStatus() throws(StoreError) -> ChangeLogStatus {
+        let connection = self.connection
+        return try connection.transaction(.deferred) { () throws(StoreError) in
+            try connection.requireCurrentSchema()
+            return try connection.changeLogStatus()
+        }
+    }
+
+    /// Sets the retention (kept in the database, `meta.log_keep_versions` and
+    /// `meta.log_keep_ms`) and prunes at once. Returns the status afterwards.
+    @discardableResult
+    public func setChangeLogRetention(
+        keepVersions: RetentionSetting = .unchanged, keepMilliseconds: RetentionSetting = .unchanged
+    ) throws(StoreError) -> ChangeLogStatus {
+        let connection = self.connection
+        return try connection.transaction(.immediate) { () throws(StoreError) in
+            try connection.requireCurrentSchema()
+            try connection.setChangeLogRetention(keepVersions: keepVersions, keepMilliseconds: keepMilliseconds)
+            try connection.pruneChangeLog()
+            return try connection.changeLogStatus()
+        }
+    }
+
+    /// Prunes the log by the retention settings (every write of the store does this too;
+    /// hand edits do not). `nowMilliseconds` overrides the clock (for tests). Returns the
+    /// rows deleted.
+    @discardableResult
+    public func pruneChangeLog(nowMilliseconds: Int64? = nil) throws(StoreError) -> Int64 {
+        let connection = self.connection
+        return try connection.transaction(.immediate) { () throws(StoreError) in
+            try connection.requireCurrentSchema()
+            return try connection.pruneChangeLog(nowMilliseconds: nowMilliseconds)
         }
     }
 
