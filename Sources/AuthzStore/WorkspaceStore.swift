@@ -218,6 +218,55 @@ public final class WorkspaceStore {
         }
     }
 
+    // MARK: Operations
+
+    /// What `apply` did.
+    public struct ApplySummary: Sendable, Equatable {
+        public var previousVersion: UInt64
+        /// The new snapshot version (the previous one when no operation changed anything).
+        public var version: UInt64
+        /// Operations applied.
+        public var operations: Int
+    }
+
+    /// Applies `operations` in order in ONE transaction and returns the new version.
+    ///
+    /// Each operation is checked against the state the ones before it left, with the
+    /// document's rules (OperationApplier.swift); if any has a problem, the transaction is
+    /// rolled back and the call fails with `.invalidOperations`, listing every problem with
+    /// its line. `issues` (problems found while reading the lines, e.g. by
+    /// `OperationReader`) are reported together with those and also make it fail; the
+    /// operations are still checked, so that every problem is reported at once. Fails with
+    /// `.notInitialized` before the first import. The version grows by the rows changed.
+    @discardableResult
+    public func apply(_ operations: [NumberedOperation], issues: [OperationIssue] = []) throws(StoreError) -> ApplySummary {
+        let connection = self.connection
+        do {
+            return try connection.transaction(.immediate) { () throws(StoreError) -> ApplySummary in
+                try connection.requireCurrentSchema()
+                guard try connection.queryInt("SELECT count(*) FROM workspace") == 1 else {
+                    throw StoreError(code: .notInitialized, message: "\(connection.path): no workspace has been imported yet")
+                }
+                let before = try connection.snapshotVersion()
+                var applier = OperationApplier(connection: connection)
+                for operation in operations { try applier.apply(operation) }
+                // By line; within a line in the order found.
+                let all = (issues + applier.issues).enumerated()
+                    .sorted { ($0.element.line, $0.offset) < ($1.element.line, $1.offset) }.map(\.element)
+                guard all.isEmpty else {
+                    throw StoreError(
+                        code: .invalidOperations(all),
+                        message: "\(all.count) problem\(all.count == 1 ? "" : "s") in the operations; nothing was changed")
+                }
+                try connection.pruneChangeLog()
+                return ApplySummary(
+                    previousVersion: before, version: try connection.snapshotVersion(), operations: operations.count)
+            }
+        } catch {
+            throw error.prefixed("apply failed, nothing was changed")
+        }
+    }
+
     // MARK: The change log
 
     /// The changes after snapshot version `since`, or nil when the log does not reach back
