@@ -40,7 +40,7 @@ import json, sys
 doc = json.load(open(sys.argv[1]))
 levels = ["can_view_app", "can_view", "can_explore", "can_edit", "full_access"]
 changed = 0
-for project in doc["projects"][::max(1, len(doc["projects"]) // 100)]:
+for project in doc["projects"][::max(1, len(doc["projects"]) // 200)]:
     if changed == 100:
         break
     if project["grants"]:

@@ -30,6 +30,8 @@ struct DiffPlan {
     var deleteLinks: [PlannedWrite] = []
     var deleteEntities: [PlannedWrite] = []
     var insertLinks: [PlannedWrite] = []
+    /// References to ids the workspace does not define (0 for a validated workspace).
+    var unresolvedReferences = 0
 
     var count: Int {
         settings.count + insertEntities.count + updates.count + deleteLinks.count + deleteEntities.count
@@ -205,6 +207,12 @@ struct DiffPlanner {
 
     func plan() -> DiffPlan {
         var plan = DiffPlan()
+        var unresolved = 0
+        /// Counts a reference that does not resolve.
+        func resolved<T>(_ value: T?) -> T? {
+            if value == nil { unresolved += 1 }
+            return value
+        }
         planSettings(&plan)
         let userPks = planEntities(
             &plan, table: "users", ids: workspace.users.map(\.id), stored: stored.users.mapValues(\.pk),
@@ -243,7 +251,7 @@ struct DiffPlanner {
             values: { index in
                 let project = workspace.projects[index]
                 return [
-                    SQLValue(project.owner.flatMap { userPks[$0] }), .text(project.workspaceAccess.name),
+                    SQLValue(project.owner.flatMap { resolved(userPks[$0]) }), .text(project.workspaceAccess.name),
                     .text(project.publicAccess.name),
                 ]
             },
@@ -260,20 +268,20 @@ struct DiffPlanner {
             let pk = groupPks[index]
             planList(
                 &plan, table: "group_members", stored: stored.members[pk] ?? [],
-                wanted: group.members.compactMap { userPks[$0].map { (key: $0, value: 0) } },
+                wanted: group.members.compactMap { resolved(userPks[$0]).map { (key: $0, value: 0) } },
                 insert: { user, _ in ("group_pk, user_pk", [.integer(pk), .integer(user)]) })
         }
         planList(
             &plan, table: "role_mappings", stored: stored.roleMappings,
             wanted: workspace.settings.directorySync.roleMappings.compactMap { mapping in
-                groupPks[mapping.group].map { (key: $0, value: mapping.role.name) }
+                resolved(groupPks[mapping.group]).map { (key: $0, value: mapping.role.name) }
             },
             update: "role", insert: { group, role in ("group_pk, role", [.integer(group), .text(role)]) })
         for (index, asset) in workspace.assets.enumerated() {
             let pk = assetPks[index]
             let wanted: [(key: AssetGroupTarget, value: Int)] = asset.groups.compactMap { id in
                 if BuiltinGroup(name: id) != nil { return (.builtin(id), 0) }
-                return groupPks[id].map { (.group($0), 0) }
+                return resolved(groupPks[id]).map { (.group($0), 0) }
             }
             planList(
                 &plan, table: "asset_groups", stored: stored.assetGroups[pk] ?? [], wanted: wanted,
@@ -288,8 +296,8 @@ struct DiffPlanner {
             let pk = projectPks[index]
             let grants: [(key: GrantTarget, value: String)] = project.grants.compactMap { grant in
                 switch grant.target {
-                case .user(let id): userPks[id].map { (.user($0), grant.level.name) }
-                case .group(let id): groupPks[id].map { (.group($0), grant.level.name) }
+                case .user(let id): resolved(userPks[id]).map { (.user($0), grant.level.name) }
+                case .group(let id): resolved(groupPks[id]).map { (.group($0), grant.level.name) }
                 }
             }
             planList(
@@ -302,9 +310,10 @@ struct DiffPlanner {
                 })
             planList(
                 &plan, table: "project_assets", stored: stored.projectAssets[pk] ?? [],
-                wanted: project.assets.compactMap { assetPks[$0].map { (key: $0, value: 0) } },
+                wanted: project.assets.compactMap { resolved(assetPks[$0]).map { (key: $0, value: 0) } },
                 insert: { asset, _ in ("project_pk, asset_pk", [.integer(pk), .integer(asset)]) })
         }
+        plan.unresolvedReferences = unresolved
         return plan
     }
 

@@ -141,6 +141,15 @@ public final class WorkspaceStore {
         /// Row writes issued (the diff's inserts, updates and deletes; 0 for a replace). The
         /// version grows by these plus the link rows that cascaded from deleted entities.
         public var rowsWritten: Int
+        /// How long each phase took, in order (validate, read, plan, write, commit), in
+        /// seconds.
+        public var phases: [Phase] = []
+    }
+
+    /// One timed phase of an import.
+    public struct Phase: Sendable, Equatable {
+        public var name: String
+        public var seconds: Double
     }
 
     /// Makes the stored workspace equal to `workspace` and returns the new snapshot version
@@ -165,13 +174,46 @@ public final class WorkspaceStore {
     /// stored once: the export gives back `WorkspaceDocument.normalized(workspace)`, except
     /// that after a diff import entities already stored keep their position (new ones come
     /// last).
+    ///
+    /// `validated`: the workspace is what `WorkspaceDocument.decode` returned, which has
+    /// validated and normalized it already, so that (for a large workspace, noticeable)
+    /// work is not done again. A reference to an unknown id still fails the import
+    /// (`.constraint`).
     @discardableResult
-    public func importChanges(_ workspace: Workspace, mode: ImportMode) throws(StoreError) -> ImportSummary {
-        let issues = WorkspaceDocument.validate(workspace)
-        guard issues.isEmpty else {
-            throw StoreError(
-                code: .invalidWorkspace(issues),
-                message: "the workspace has \(issues.count) problem\(issues.count == 1 ? "" : "s"); nothing was imported")
+    public func importChanges(_ workspace: Workspace, mode: ImportMode, validated: Bool = false) throws(StoreError)
+        -> ImportSummary
+    {
+        let start = ContinuousClock.now
+        var wanted = workspace
+        if !validated {
+            let issues = WorkspaceDocument.validate(workspace)
+            guard issues.isEmpty else {
+                throw StoreError(
+                    code: .invalidWorkspace(issues),
+                    message: "the workspace has \(issues.count) problem\(issues.count == 1 ? "" : "s"); nothing was imported")
+            }
+            wanted = WorkspaceDocument.normalized(workspace)
+        }
+        var summary = try importChanges(mode: mode) { () throws(StoreError) in wanted }
+        summary.phases.insert(Phase(name: "validate", seconds: Self.seconds(ContinuousClock.now - start)), at: 0)
+        return summary
+    }
+
+    /// `importChanges(_:mode:validated: true)` for a workspace that is still being decoded:
+    /// `workspace` is called inside the write transaction once the stored rows have been
+    /// read, so a caller can decode the document on another thread meanwhile (the write
+    /// lock is held while it waits). It must return what `WorkspaceDocument.decode`
+    /// returns (validated and normalized); an error it throws rolls back and is rethrown.
+    public func importChanges(mode: ImportMode, workspace: () throws(StoreError) -> Workspace) throws(StoreError)
+        -> ImportSummary
+    {
+        let clock = ContinuousClock()
+        var phases: [Phase] = []
+        var phaseStart = clock.now
+        func phase(_ name: String) {
+            let now = clock.now
+            phases.append(Phase(name: name, seconds: Self.seconds(now - phaseStart)))
+            phaseStart = now
         }
         let connection = self.connection
         // A large import touches every page: keep them in memory instead of spilling
@@ -180,30 +222,36 @@ public final class WorkspaceStore {
         try connection.exec("PRAGMA cache_size = \(importCacheSize)")
         defer { try? connection.exec("PRAGMA cache_size = \(cacheSize)") }
         do {
-            return try connection.transaction(.immediate) { () throws(StoreError) -> ImportSummary in
+            var summary = try connection.transaction(.immediate) { () throws(StoreError) -> ImportSummary in
                 // Another process may have migrated the file past this build since open.
                 try connection.requireCurrentSchema()
                 let before = try connection.snapshotVersion()
-                if mode != .replace {
-                    let stored = try StoredRows(connection)
-                    if mode == .diff || stored.settings != nil {
-                        let plan = DiffPlanner(stored: stored, workspace: WorkspaceDocument.normalized(workspace)).plan()
-                        if mode == .diff || plan.count <= Self.automaticReplaceThreshold
-                            || plan.count * 4 <= stored.rowCount
-                        {
-                            try plan.execute(on: connection)
-                            try connection.pruneChangeLog()
-                            let after = try connection.snapshotVersion()
-                            return ImportSummary(
-                                previousVersion: before, version: after, replaced: false, rowsWritten: plan.count)
-                        }
+                let stored = mode == .replace ? nil : try StoredRows(connection)
+                phase("read stored rows")
+                let wanted = try workspace()
+                phase("wait for the workspace")
+                if let stored, mode == .diff || stored.settings != nil {
+                    let plan = DiffPlanner(stored: stored, workspace: wanted).plan()
+                    phase("plan")
+                    guard plan.unresolvedReferences == 0 else {
+                        throw StoreError(
+                            code: .constraint,
+                            message: "the workspace has \(plan.unresolvedReferences) reference(s) to ids it does not define (validate it first)")
+                    }
+                    if mode == .diff || plan.count <= Self.automaticReplaceThreshold || plan.count * 4 <= stored.rowCount {
+                        try plan.execute(on: connection)
+                        try connection.pruneChangeLog()
+                        let after = try connection.snapshotVersion()
+                        phase("write")
+                        return ImportSummary(
+                            previousVersion: before, version: after, replaced: false, rowsWritten: plan.count)
                     }
                 }
                 let suspended = try connection.dropSchemaObjects(named: Schema.importSuspended)
                 for table in Schema.dataTables {
                     try connection.exec("DELETE FROM \(table)")
                 }
-                try WorkspaceWriter(connection: connection).insert(workspace)
+                try WorkspaceWriter(connection: connection).insert(wanted)
                 try connection.recreate(suspended)
                 try connection.exec("UPDATE meta SET version = version + 1 WHERE id = 1")
                 let after = try connection.snapshotVersion()
@@ -211,11 +259,19 @@ public final class WorkspaceStore {
                     throw StoreError(code: .corrupt, message: "the snapshot version did not increase (\(before) → \(after))")
                 }
                 try connection.restartChangeLog()
+                phase("replace")
                 return ImportSummary(previousVersion: before, version: after, replaced: true, rowsWritten: 0)
             }
+            phase("commit")
+            summary.phases = phases
+            return summary
         } catch {
             throw error.prefixed("import failed, nothing was changed")
         }
+    }
+
+    private static func seconds(_ duration: Duration) -> Double {
+        Double(duration.components.seconds) + Double(duration.components.attoseconds) * 1e-18
     }
 
     // MARK: Operations

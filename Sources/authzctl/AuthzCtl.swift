@@ -6,6 +6,8 @@ import AuthzQuery
 import AuthzStore
 import AuthzWire
 import AuthzWorkloads
+import Dispatch
+import Synchronization
 
 @main
 struct AuthzCtl: AsyncParsableCommand {
@@ -57,6 +59,9 @@ struct Import: ParsableCommand {
     @Flag(help: "Always write the difference, however large.")
     var diff = false
 
+    @Flag(help: "Print how long each phase took to stderr.")
+    var timing = false
+
     func validate() throws {
         if replace && diff { throw ValidationError("give at most one of --replace and --diff") }
     }
@@ -69,23 +74,80 @@ struct Import: ParsableCommand {
             IO.printError("authzctl: cannot read \(file): \(error)")
             throw ExitCode(2)
         }
-        let workspace: Workspace
-        do {
-            workspace = try WorkspaceDocument.decode(bytes)
-        } catch {
-            IO.printError("authzctl: \(file) is not a valid workspace document (\(error.issues.count) problem\(error.issues.count == 1 ? "" : "s")):")
-            for issue in error.issues { IO.printError("  \(issue)") }
+        let mode: WorkspaceStore.ImportMode = replace ? .replace : diff ? .diff : .automatic
+        // An existing database is opened, locked and read while another thread decodes the
+        // document (the two take about as long on a large workspace); a new one is created
+        // only once the document is known to be valid.
+        let decoding = BackgroundDecode(bytes)
+        if !IO.fileExists(database.db), case .failure(let error) = decoding.wait() {
+            reportInvalid(error)
             throw ExitCode(1)
         }
-        let mode: WorkspaceStore.ImportMode = replace ? .replace : diff ? .diff : .automatic
-        let summary = try withStore(database.db) { (store) throws(StoreError) in try store.importChanges(workspace, mode: mode) }
+        let summary: WorkspaceStore.ImportSummary
+        do {
+            let store = try WorkspaceStore.open(path: database.db, create: true)
+            summary = try store.importChanges(mode: mode) { () throws(StoreError) -> Workspace in
+                switch decoding.wait() {
+                case .success(let workspace): return workspace
+                case .failure: throw StoreError(code: .invalidWorkspace([]), message: "the document is not valid")
+                }
+            }
+        } catch {
+            if case .failure(let error) = decoding.wait() {
+                reportInvalid(error)
+            } else {
+                IO.printError("authzctl: \(error)")
+                for issue in error.issues { IO.printError("  \(issue)") }
+            }
+            throw ExitCode(1)
+        }
+        guard case .success(let workspace) = decoding.wait() else { throw ExitCode(1) }
         let how =
             summary.replaced
             ? "replaced everything"
             : "wrote \(summary.rowsWritten) changed row\(summary.rowsWritten == 1 ? "" : "s") (version +\(summary.version - summary.previousVersion))"
+        if timing {
+            IO.printError("decode (on its own thread): \(decoding.seconds) s")
+            for phase in summary.phases { IO.printError("\(phase.name): \(phase.seconds) s") }
+        }
         IO.printError("imported \(workspace.users.count) users, \(workspace.groups.count) groups, \(workspace.assets.count) assets, \(workspace.projects.count) projects into \(database.db): \(how)")
         print(summary.version)
     }
+}
+
+extension Import {
+    func reportInvalid(_ error: DocumentError) {
+        IO.printError("authzctl: \(file) is not a valid workspace document (\(error.issues.count) problem\(error.issues.count == 1 ? "" : "s")):")
+        for issue in error.issues { IO.printError("  \(issue)") }
+    }
+}
+
+/// Decodes a workspace document on a thread of its own; `wait()` blocks until it is done.
+final class BackgroundDecode: Sendable {
+    private let state = Mutex<(result: Result<Workspace, DocumentError>?, seconds: Double)>((nil, 0))
+    private let done = DispatchSemaphore(value: 0)
+
+    init(_ bytes: [UInt8]) {
+        DispatchQueue.global().async { [self] in
+            let start = ContinuousClock.now
+            let result = Result { () throws(DocumentError) in try WorkspaceDocument.decode(bytes) }
+            let elapsed = ContinuousClock.now - start
+            state.withLock {
+                $0 = (result, Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18)
+            }
+            done.signal()
+        }
+    }
+
+    /// The decoded workspace or the document's problems.
+    func wait() -> Result<Workspace, DocumentError> {
+        if let result = state.withLock({ $0.result }) { return result }
+        done.wait()
+        done.signal()  // for the next caller
+        return state.withLock { $0.result } ?? .failure(DocumentError(issues: []))
+    }
+
+    var seconds: Double { state.withLock { $0.seconds } }
 }
 
 // MARK: - apply

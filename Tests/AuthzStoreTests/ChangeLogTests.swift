@@ -196,6 +196,29 @@ struct ChangeLogTests {
         #expect(try store.exportWorkspace().workspace == sampleWorkspace())
     }
 
+    @Test func aWorkspaceStillBeingDecodedIsAskedForInsideTheTransaction() throws {
+        let directory = try StoreScratchDirectory()
+        let store = try WorkspaceStore.open(path: directory.path("store.db"))
+        let version = try store.importWorkspace(sampleWorkspace())
+        let failure = storeError {
+            try store.importChanges(mode: .automatic) { () throws(StoreError) -> Workspace in
+                throw StoreError(code: .invalidWorkspace([]), message: "not valid")
+            }
+        }
+        #expect(failure?.code == .invalidWorkspace([]))
+        #expect(try store.snapshotVersion() == version)
+        var changed = sampleWorkspace()
+        changed.users[0].active = false
+        let summary = try store.importChanges(mode: .automatic) { () throws(StoreError) in changed }
+        #expect(summary.version == version + 1)
+        #expect(summary.phases.map(\.name) == ["read stored rows", "wait for the workspace", "plan", "write", "commit"])
+        // A reference the workspace does not define is refused even unvalidated.
+        var dangling = sampleWorkspace()
+        dangling.groups[0].members = ["u-ghost"]
+        #expect(storeError { try store.importChanges(mode: .diff) { () throws(StoreError) in dangling } }?.code == .constraint)
+        #expect(try store.snapshotVersion() == version + 1)
+    }
+
     @Test func replaceBumpsOnceAndRestartsTheLog() throws {
         let directory = try StoreScratchDirectory()
         let store = try WorkspaceStore.open(path: directory.path("store.db"))
