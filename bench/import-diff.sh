@@ -71,10 +71,16 @@ with open(sys.argv[3] + ".a", "w") as a, open(sys.argv[3] + ".b", "w") as b:
         b.write(json.dumps(ops[1]) + "\n")
 EOF
 
-seconds() { /usr/bin/time -f "%e" -o "$out/t" "$@" > "$out/stdout" 2> "$out/stderr" && cat "$out/t"; }
+# Wall seconds on stdout; "wall user sys" of every run appended to $out/cpu.log.
+seconds() {
+    /usr/bin/time -f "%e %U %S" -o "$out/t" "$@" > "$out/stdout" 2> "$out/stderr"
+    echo "$(cat "$out/t") $*" >> "$out/cpu.log"
+    cut -d' ' -f1 "$out/t"
+}
 version() { sqlite3 "$db" "SELECT version FROM meta"; }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
+: > "$out/cpu.log"
 rm -f "$db" "$db-wal" "$db-shm"
 echo "== first import (bulk replace): $(seconds "$ctl" import --db "$db" "$doc") s, version $(version)" >&2
 "$ctl" log-retention --db "$db" > /dev/null
@@ -84,9 +90,10 @@ echo "== import with 100 changed grants, $runs runs (alternating documents)" >&2
 for i in $(seq "$runs"); do
     [ $((i % 2)) -eq 1 ] && file=$out/changed.json || file=$doc
     before=$(version)
-    t=$(seconds "$ctl" import --db "$db" "$file")
+    t=$(seconds "$ctl" import --timing --db "$db" "$file")
     echo "$t" >> "$out/diff.times"
-    echo "   run $i: $t s, version +$(( $(version) - before )), $(tail -1 "$out/stderr")" >&2
+    echo "   run $i: $t s (cpu user+sys $(awk '{print $2 + $3}' "$out/t") s), version +$(( $(version) - before )), $(tail -1 "$out/stderr")" >&2
+    echo "      $(grep -E '^(decode|read|wait|plan|write|commit)' "$out/stderr" | sed -E 's/([0-9]+\.[0-9]{2})[0-9]*/\1/' | paste -sd ';' -)" >&2
 done
 echo "import 100 changed grants: median $(median < "$out/diff.times") s (min $(sort -n "$out/diff.times" | head -1), max $(sort -n "$out/diff.times" | tail -1))"
 
@@ -103,9 +110,9 @@ echo "== apply 100 operations, $runs runs" >&2
 for i in $(seq "$runs"); do
     before=$(version)
     [ $((i % 2)) -eq 1 ] && file=$out/ops.jsonl.a || file=$out/ops.jsonl.b
-    t=$(seconds "$ctl" apply --db "$db" "$file")
+    t=$(seconds "$ctl" apply --timing --db "$db" "$file")
     echo "$t" >> "$out/apply.times"
-    echo "   run $i: $t s, version +$(( $(version) - before ))" >&2
+    echo "   run $i: $t s, version +$(( $(version) - before )); $(head -1 "$out/stderr")" >&2
 done
 echo "apply 100 operations: median $(median < "$out/apply.times") s (min $(sort -n "$out/apply.times" | head -1), max $(sort -n "$out/apply.times" | tail -1))"
 echo "change log: $(sqlite3 "$db" "SELECT count(*) || ' rows, floor ' || (SELECT log_floor FROM meta) || ', version ' || (SELECT version FROM meta) FROM changes")"

@@ -170,6 +170,9 @@ struct Apply: ParsableCommand {
     @Argument(help: ArgumentHelp("The operations (JSON Lines); `-` or nothing reads stdin.", valueName: "file.jsonl"))
     var file: String = "-"
 
+    @Flag(help: "Print how long reading and applying the operations took to stderr.")
+    var timing = false
+
     func run() throws {
         let bytes: [UInt8]
         do {
@@ -178,11 +181,17 @@ struct Apply: ParsableCommand {
             IO.printError("authzctl: cannot read \(file): \(error)")
             throw ExitCode(2)
         }
+        let start = ContinuousClock.now
         let (operations, issues) = OperationReader.read(bytes)
+        let parsed = ContinuousClock.now
         let summary: WorkspaceStore.ApplySummary
         do {
             let store = try WorkspaceStore.open(path: database.db, create: false)
+            let opened = ContinuousClock.now
             summary = try store.apply(operations, issues: issues)
+            if timing {
+                IO.printError("read \(operations.count) operations: \(parsed - start); open: \(opened - parsed); apply and commit: \(ContinuousClock.now - opened)")
+            }
         } catch {
             let problems = error.operationIssues
             if problems.isEmpty {
