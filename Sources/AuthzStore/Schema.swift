@@ -55,7 +55,7 @@
 //   other delete.
 // - `meta.log_floor`: the log holds every change after this version, so it answers "what
 //   changed between A and B" for every A >= log_floor (one indexed range query on
-//   `changes.version`). A bulk replace (`importWorkspace(_:mode: .replace)`, the first
+//   `changes.version`). A bulk replace (`importChanges(_:mode: .replace)`, the first
 //   import) logs nothing and moves the floor to its new version; pruning moves it up too.
 // - Retention: `meta.log_keep_versions` (default 100,000) and `meta.log_keep_ms` (default
 //   7 days; NULL = no limit on that axis). The store prunes at the end of each of its
