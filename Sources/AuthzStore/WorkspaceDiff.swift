@@ -42,7 +42,7 @@ struct DiffPlan {
 }
 
 /// A stored list entry: its row, what it points at, its value.
-struct StoredEntry<Key: Hashable, Value: Equatable> {
+struct StoredEntry<Key: Equatable, Value: Equatable> {
     let pk: Int64
     let key: Key
     let value: Value
@@ -53,17 +53,13 @@ enum AssetGroupTarget: Hashable {
     case builtin(String)
 }
 
-enum GrantTarget: Hashable {
-    case user(Int64)
-    case group(Int64)
-}
 
 /// The ordered list diff described at the top of the file: the longest prefix of `wanted`
 /// that is a subsequence of `stored` (matched by key, greedily, which is optimal) stays,
 /// with its values updated; every other stored entry is deleted and the rest of `wanted`
 /// inserted (after the kept entries, since new rows get larger rowids). Repeated keys match
 /// in order. O(stored + wanted).
-func diffList<Key: Hashable, Value: Equatable>(
+func diffList<Key: Equatable, Value: Equatable>(
     stored: [StoredEntry<Key, Value>], wanted: [(key: Key, value: Value)],
     update: (Int64, Value) -> Void, delete: (Int64) -> Void, insert: (Key, Value) -> Void
 ) {
@@ -103,13 +99,16 @@ struct StoredRows {
     var domains: [StoredEntry<String, Int>] = []
     var users: [String: (pk: Int64, row: UserRow)] = [:]
     var groups: [String: (pk: Int64, name: String, source: String)] = [:]
-    var members: [Int64: [StoredEntry<Int64, Int>]] = [:]
-    var roleMappings: [StoredEntry<Int64, String>] = []
+    // List entries name their targets by id (read off the critical path, while the
+    // document decodes), so the plan compares strings in list order instead of looking
+    // every reference up; only inserted entries need a rowid.
+    var members: [Int64: [StoredEntry<String, Int>]] = [:]
+    var roleMappings: [StoredEntry<String, String>] = []
     var assets: [String: (pk: Int64, kind: String, name: String)] = [:]
-    var assetGroups: [Int64: [StoredEntry<AssetGroupTarget, Int>]] = [:]
+    var assetGroups: [Int64: [StoredEntry<String, Int>]] = [:]
     var projects: [String: (pk: Int64, row: ProjectRow)] = [:]
-    var grants: [Int64: [StoredEntry<GrantTarget, String>]] = [:]
-    var projectAssets: [Int64: [StoredEntry<Int64, Int>]] = [:]
+    var grants: [Int64: [StoredEntry<Grant.Target, String>]] = [:]
+    var projectAssets: [Int64: [StoredEntry<String, Int>]] = [:]
     var maxPk: [String: Int64] = [:]
     /// Rows in the data tables.
     var rowCount = 0
@@ -134,8 +133,14 @@ struct StoredRows {
         while try statement.step() {
             domains.append(StoredEntry(pk: statement.int64(0), key: text(statement, 1), value: 0))
         }
+        var userIDs: [Int64: String] = [:], groupIDs: [Int64: String] = [:], assetIDs: [Int64: String] = [:]
+        func id(_ ids: [Int64: String], _ statement: Statement, _ column: Int32) -> String {
+            let pk = statement.int64(column)
+            return ids[pk] ?? "#\(pk)"
+        }
         statement = try connection.prepare("SELECT pk, id, email, origin, role, active FROM users")
         while try statement.step() {
+            userIDs[statement.int64(0)] = text(statement, 1)
             users[text(statement, 1)] = (
                 statement.int64(0),
                 UserRow(
@@ -145,26 +150,28 @@ struct StoredRows {
         }
         statement = try connection.prepare("SELECT pk, id, name, source FROM groups")
         while try statement.step() {
+            groupIDs[statement.int64(0)] = text(statement, 1)
             groups[text(statement, 1)] = (statement.int64(0), text(statement, 2), text(statement, 3))
+        }
+        statement = try connection.prepare("SELECT pk, id, kind, name FROM assets")
+        while try statement.step() {
+            assetIDs[statement.int64(0)] = text(statement, 1)
+            assets[text(statement, 1)] = (statement.int64(0), text(statement, 2), text(statement, 3))
         }
         statement = try connection.prepare("SELECT pk, group_pk, user_pk FROM group_members ORDER BY pk")
         while try statement.step() {
             members[statement.int64(1), default: []].append(
-                StoredEntry(pk: statement.int64(0), key: statement.int64(2), value: 0))
+                StoredEntry(pk: statement.int64(0), key: id(userIDs, statement, 2), value: 0))
             rowCount += 1
         }
         statement = try connection.prepare("SELECT pk, group_pk, role FROM role_mappings ORDER BY pk")
         while try statement.step() {
-            roleMappings.append(StoredEntry(pk: statement.int64(0), key: statement.int64(1), value: text(statement, 2)))
-        }
-        statement = try connection.prepare("SELECT pk, id, kind, name FROM assets")
-        while try statement.step() {
-            assets[text(statement, 1)] = (statement.int64(0), text(statement, 2), text(statement, 3))
+            roleMappings.append(
+                StoredEntry(pk: statement.int64(0), key: id(groupIDs, statement, 1), value: text(statement, 2)))
         }
         statement = try connection.prepare("SELECT pk, asset_pk, group_pk, builtin FROM asset_groups ORDER BY pk")
         while try statement.step() {
-            let target: AssetGroupTarget =
-                statement.isNull(2) ? .builtin(text(statement, 3)) : .group(statement.int64(2))
+            let target = statement.isNull(2) ? text(statement, 3) : id(groupIDs, statement, 2)
             assetGroups[statement.int64(1), default: []].append(
                 StoredEntry(pk: statement.int64(0), key: target, value: 0))
             rowCount += 1
@@ -181,8 +188,8 @@ struct StoredRows {
         statement = try connection.prepare(
             "SELECT pk, project_pk, user_pk, group_pk, level FROM project_grants ORDER BY pk")
         while try statement.step() {
-            let target: GrantTarget =
-                statement.isNull(2) ? .group(statement.int64(3)) : .user(statement.int64(2))
+            let target: Grant.Target =
+                statement.isNull(2) ? .group(id(groupIDs, statement, 3)) : .user(id(userIDs, statement, 2))
             grants[statement.int64(1), default: []].append(
                 StoredEntry(pk: statement.int64(0), key: target, value: text(statement, 4)))
             rowCount += 1
@@ -190,7 +197,7 @@ struct StoredRows {
         statement = try connection.prepare("SELECT pk, project_pk, asset_pk FROM project_assets ORDER BY pk")
         while try statement.step() {
             projectAssets[statement.int64(1), default: []].append(
-                StoredEntry(pk: statement.int64(0), key: statement.int64(2), value: 0))
+                StoredEntry(pk: statement.int64(0), key: id(assetIDs, statement, 2), value: 0))
             rowCount += 1
         }
         rowCount += domains.count + users.count + groups.count + roleMappings.count + assets.count + projects.count
@@ -263,57 +270,49 @@ struct DiffPlanner {
                 return stored.projects[project.id]?.row != row
             })
 
-        // Lists. A parent that is deleted takes its rows with it (the cascade).
+        // Lists. A parent that is deleted takes its rows with it (the cascade). Entries
+        // are compared by id; only an inserted one is looked up.
         for (index, group) in workspace.groups.enumerated() {
             let pk = groupPks[index]
             planList(
                 &plan, table: "group_members", stored: stored.members[pk] ?? [],
-                wanted: group.members.compactMap { resolved(userPks[$0]).map { (key: $0, value: 0) } },
-                insert: { user, _ in ("group_pk, user_pk", [.integer(pk), .integer(user)]) })
+                wanted: group.members.map { (key: $0, value: 0) },
+                insert: { user, _ in userPks[user].map { ("group_pk, user_pk", [.integer(pk), .integer($0)]) } })
         }
         planList(
             &plan, table: "role_mappings", stored: stored.roleMappings,
-            wanted: workspace.settings.directorySync.roleMappings.compactMap { mapping in
-                resolved(groupPks[mapping.group]).map { (key: $0, value: mapping.role.name) }
-            },
-            update: "role", insert: { group, role in ("group_pk, role", [.integer(group), .text(role)]) })
+            wanted: workspace.settings.directorySync.roleMappings.map { (key: $0.group, value: $0.role.name) },
+            update: "role",
+            insert: { group, role in groupPks[group].map { ("group_pk, role", [.integer($0), .text(role)]) } })
         for (index, asset) in workspace.assets.enumerated() {
             let pk = assetPks[index]
-            let wanted: [(key: AssetGroupTarget, value: Int)] = asset.groups.compactMap { id in
-                if BuiltinGroup(name: id) != nil { return (.builtin(id), 0) }
-                return resolved(groupPks[id]).map { (.group($0), 0) }
-            }
             planList(
-                &plan, table: "asset_groups", stored: stored.assetGroups[pk] ?? [], wanted: wanted,
-                insert: { target, _ in
-                    switch target {
-                    case .group(let group): ("asset_pk, group_pk", [.integer(pk), .integer(group)])
-                    case .builtin(let name): ("asset_pk, builtin", [.integer(pk), .text(name)])
-                    }
+                &plan, table: "asset_groups", stored: stored.assetGroups[pk] ?? [],
+                wanted: asset.groups.map { (key: $0, value: 0) },
+                insert: { id, _ in
+                    if BuiltinGroup(name: id) != nil { return ("asset_pk, builtin", [.integer(pk), .text(id)]) }
+                    return groupPks[id].map { ("asset_pk, group_pk", [.integer(pk), .integer($0)]) }
                 })
         }
         for (index, project) in workspace.projects.enumerated() {
             let pk = projectPks[index]
-            let grants: [(key: GrantTarget, value: String)] = project.grants.compactMap { grant in
-                switch grant.target {
-                case .user(let id): resolved(userPks[id]).map { (.user($0), grant.level.name) }
-                case .group(let id): resolved(groupPks[id]).map { (.group($0), grant.level.name) }
-                }
-            }
             planList(
-                &plan, table: "project_grants", stored: stored.grants[pk] ?? [], wanted: grants, update: "level",
+                &plan, table: "project_grants", stored: stored.grants[pk] ?? [],
+                wanted: project.grants.map { (key: $0.target, value: $0.level.name) }, update: "level",
                 insert: { target, level in
                     switch target {
-                    case .user(let user): ("project_pk, user_pk, level", [.integer(pk), .integer(user), .text(level)])
-                    case .group(let group): ("project_pk, group_pk, level", [.integer(pk), .integer(group), .text(level)])
+                    case .user(let user):
+                        userPks[user].map { ("project_pk, user_pk, level", [.integer(pk), .integer($0), .text(level)]) }
+                    case .group(let group):
+                        groupPks[group].map { ("project_pk, group_pk, level", [.integer(pk), .integer($0), .text(level)]) }
                     }
                 })
             planList(
                 &plan, table: "project_assets", stored: stored.projectAssets[pk] ?? [],
-                wanted: project.assets.compactMap { resolved(assetPks[$0]).map { (key: $0, value: 0) } },
-                insert: { asset, _ in ("project_pk, asset_pk", [.integer(pk), .integer(asset)]) })
+                wanted: project.assets.map { (key: $0, value: 0) },
+                insert: { asset, _ in assetPks[asset].map { ("project_pk, asset_pk", [.integer(pk), .integer($0)]) } })
         }
-        plan.unresolvedReferences = unresolved
+        plan.unresolvedReferences += unresolved
         return plan
     }
 
@@ -339,7 +338,7 @@ struct DiffPlanner {
         planList(
             &plan, table: "allowed_domains", stored: stored.domains,
             wanted: settings.allowedDomains.map { (key: $0, value: 0) },
-            insert: { domain, _ in ("domain", [.text(domain)]) })
+            insert: { domain, _ in ("domain", [.text(domain)]) as (columns: String, values: [SQLValue])? })
     }
 
     /// Inserts, updates and deletes of one entity table; returns the pk of every wanted
@@ -371,12 +370,13 @@ struct DiffPlanner {
         return pks
     }
 
-    private func planList<ListKey: Hashable, Value: Equatable>(
+    private func planList<ListKey: Equatable, Value: Equatable>(
         _ plan: inout DiffPlan, table: String, stored: [StoredEntry<ListKey, Value>],
         wanted: [(key: ListKey, value: Value)], update column: String? = nil,
-        insert row: (ListKey, Value) -> (columns: String, values: [SQLValue])
+        insert row: (ListKey, Value) -> (columns: String, values: [SQLValue])?
     ) {
         var inserts: [PlannedWrite] = []
+        var unresolved = 0
         diffList(
             stored: stored, wanted: wanted,
             update: { pk, value in
@@ -388,12 +388,16 @@ struct DiffPlanner {
                 plan.deleteLinks.append(PlannedWrite(sql: "DELETE FROM \(table) WHERE pk = ?", values: [.integer(pk)]))
             },
             insert: { key, value in
-                let (columns, values) = row(key, value)
+                guard let (columns, values) = row(key, value) else {
+                    unresolved += 1
+                    return
+                }
                 let placeholders = Array(repeating: "?", count: values.count).joined(separator: ", ")
                 inserts.append(
                     PlannedWrite(sql: "INSERT INTO \(table) (\(columns)) VALUES (\(placeholders))", values: values))
             })
         plan.insertLinks += inserts
+        plan.unresolvedReferences += unresolved
     }
 
     /// A comparable form of an SQL value.
