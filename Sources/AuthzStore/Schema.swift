@@ -32,6 +32,34 @@
 //   flag); this design ~11 s (~30 s with the triggers and indexes left in place).
 // - `PRAGMA user_version` is the schema version, `PRAGMA application_id` marks the file as
 //   a workspace store.
+//
+// Design (schema version 2, the change log; issue 13):
+// - `changes` records every row change of a data table: the snapshot version it made, the
+//   table, the row's key (below) and the operation ('insert', 'update', 'delete'), and
+//   when (`at_unix_ms`). The version triggers write it in the same trigger body that
+//   bumps `meta.version`, so it is part of the writer's transaction, whoever the writer is
+//   (the sqlite3 CLI included). The version keeps its meaning: every row change bumps it by
+//   one, so a commit of N row changes bumps it by N and logs N rows, each with its own
+//   version. Exception: an UPDATE that changes a row's key is logged as a 'delete' of the
+//   old key and an 'insert' of the new one, both with the same version.
+// - Keys are external, never rowids: `workspace` → 'workspace'; `allowed_domains` → the
+//   domain; users, groups, assets, projects → their id; link rows → the parent's id, '/',
+//   the target: group_members 'g/u', role_mappings 'g' (the group), asset_groups 'a/g' (g
+//   a group id or built-in id), project_grants 'p/user/u' or 'p/group/g', project_assets
+//   'p/a'. Ids never contain '/', so a key splits unambiguously. An entity's id cannot be
+//   changed by an UPDATE (a trigger refuses it; delete and insert instead), so a link row's
+//   key never changes behind the log's back.
+// - The cascade triggers run BEFORE the parent row is deleted (they ran after it in
+//   version 1), so a cascaded link row's key can still name its parent; with foreign keys
+//   on, the foreign-key cascade then finds nothing left. Cascaded rows are logged like any
+//   other delete.
+// - `meta.log_floor`: the log holds every change after this version, so it answers "what
+//   changed between A and B" for every A >= log_floor (one indexed range query on
+//   `changes.version`). A bulk replace (`importChanges(_:mode: .replace)`, the first
+//   import) logs nothing and moves the floor to its new version; pruning moves it up too.
+// - Retention: `meta.log_keep_versions` (default 100,000) and `meta.log_keep_ms` (default
+//   7 days; NULL = no limit on that axis). The store prunes at the end of each of its
+//   write transactions (import, apply) and on `pruneChangeLog()`; hand edits do not prune.
 
 /// `PRAGMA application_id` of a workspace store ("AzSt").
 let storeApplicationID: Int64 = 0x417A_5374
@@ -48,6 +76,7 @@ enum Schema {
     /// reads and writes. Never edit a shipped step: append a new one.
     static let migrations: [Migration] = [
         Migration(version: 1, summary: "initial schema", sql: version1),
+        Migration(version: 2, summary: "change log", sql: version2),
     ]
 
     /// The store's own row triggers and secondary (non-UNIQUE) indexes of the newest
@@ -97,6 +126,134 @@ enum Schema {
         "workspace", "allowed_domains", "users", "groups", "group_members", "role_mappings",
         "assets", "asset_groups", "projects", "project_grants", "project_assets",
     ]
+
+    /// Version 2's entity tables (their `id` cannot change) and how each data table's key
+    /// is computed from a row `r` (NEW or OLD).
+    static let v2EntityTables = ["users", "groups", "assets", "projects"]
+
+    private static func idOf(_ table: String, _ pk: String) -> String {
+        "coalesce((SELECT id FROM \(table) WHERE pk = \(pk)), '#' || \(pk))"
+    }
+
+    static func v2Key(_ table: String, _ r: String) -> String {
+        switch table {
+        case "workspace": return "'workspace'"
+        case "allowed_domains": return "\(r).domain"
+        case "group_members": return "\(idOf("groups", "\(r).group_pk")) || '/' || \(idOf("users", "\(r).user_pk"))"
+        case "role_mappings": return idOf("groups", "\(r).group_pk")
+        case "asset_groups":
+            return "\(idOf("assets", "\(r).asset_pk")) || '/' || coalesce(\(r).builtin, \(idOf("groups", "\(r).group_pk")))"
+        case "project_grants":
+            return "\(idOf("projects", "\(r).project_pk")) || '/' || CASE WHEN \(r).user_pk IS NOT NULL "
+                + "THEN 'user/' || \(idOf("users", "\(r).user_pk")) ELSE 'group/' || \(idOf("groups", "\(r).group_pk")) END"
+        case "project_assets": return "\(idOf("projects", "\(r).project_pk")) || '/' || \(idOf("assets", "\(r).asset_pk"))"
+        default: return "\(r).id"
+        }
+    }
+
+    /// The current time in milliseconds since the epoch, in SQL ('now' is fixed for one
+    /// statement).
+    static let nowMs = "CAST(round((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER)"
+
+    private static func v2LogRow(_ table: String, key: String, op: String, when: String? = nil) -> String {
+        """
+        INSERT INTO changes (version, tbl, key, op, at_unix_ms)
+            SELECT version, '\(table)', \(key), \(op), \(nowMs) FROM meta WHERE id = 1\(when.map { " AND " + $0 } ?? "");
+        """
+    }
+
+    /// Version 2's row triggers: bump the version and log the change.
+    private static var v2VersionTriggers: String {
+        v1DataTables.map { table in
+            let bump = "UPDATE meta SET version = version + 1 WHERE id = 1;"
+            let newKey = v2Key(table, "NEW"), oldKey = v2Key(table, "OLD")
+            return """
+                DROP TRIGGER \(table)_version_insert;
+                CREATE TRIGGER \(table)_version_insert AFTER INSERT ON \(table)
+                BEGIN
+                    \(bump)
+                    \(v2LogRow(table, key: newKey, op: "'insert'"))
+                END;
+                DROP TRIGGER \(table)_version_update;
+                CREATE TRIGGER \(table)_version_update AFTER UPDATE ON \(table)
+                BEGIN
+                    \(bump)
+                    \(v2LogRow(table, key: oldKey, op: "'delete'", when: "(\(oldKey)) IS NOT (\(newKey))"))
+                    \(v2LogRow(table, key: newKey, op: "CASE WHEN (\(oldKey)) IS (\(newKey)) THEN 'update' ELSE 'insert' END"))
+                END;
+                DROP TRIGGER \(table)_version_delete;
+                CREATE TRIGGER \(table)_version_delete AFTER DELETE ON \(table)
+                BEGIN
+                    \(bump)
+                    \(v2LogRow(table, key: oldKey, op: "'delete'"))
+                END;
+
+                """
+        }.joined()
+    }
+
+    private static var v2FixedIdTriggers: String {
+        v2EntityTables.map { table in
+            """
+            CREATE TRIGGER \(table)_id_is_fixed BEFORE UPDATE OF id ON \(table) WHEN NEW.id IS NOT OLD.id
+            BEGIN SELECT RAISE(ABORT, '\(table).id cannot change (delete the row and insert a new one)'); END;
+
+            """
+        }.joined()
+    }
+
+    static var version2: String {
+        """
+        CREATE TABLE changes (
+            seq INTEGER PRIMARY KEY,
+            version INTEGER NOT NULL CHECK (version >= 0),
+            tbl TEXT NOT NULL,
+            key TEXT NOT NULL,
+            op TEXT NOT NULL CHECK (op IN ('insert', 'update', 'delete')),
+            at_unix_ms INTEGER NOT NULL
+        ) STRICT;
+        CREATE INDEX changes_by_version ON changes (version);
+        ALTER TABLE meta ADD COLUMN log_floor INTEGER NOT NULL DEFAULT 0 CHECK (log_floor >= 0);
+        ALTER TABLE meta ADD COLUMN log_keep_versions INTEGER DEFAULT 100000 CHECK (log_keep_versions >= 0);
+        ALTER TABLE meta ADD COLUMN log_keep_ms INTEGER DEFAULT 604800000 CHECK (log_keep_ms >= 0);
+        -- Changes before this migration were not logged.
+        UPDATE meta SET log_floor = version WHERE id = 1;
+
+        -- An entity's id is its identity (and part of its link rows' keys in the log).
+        \(v2FixedIdTriggers)
+        -- The cascades run before the parent row goes, so the log can still name it.
+        DROP TRIGGER users_cascade;
+        CREATE TRIGGER users_cascade BEFORE DELETE ON users
+        BEGIN
+            DELETE FROM group_members WHERE user_pk = OLD.pk;
+            DELETE FROM project_grants WHERE user_pk = OLD.pk;
+            UPDATE projects SET owner_pk = NULL WHERE owner_pk = OLD.pk;
+        END;
+        DROP TRIGGER groups_cascade;
+        CREATE TRIGGER groups_cascade BEFORE DELETE ON groups
+        BEGIN
+            DELETE FROM group_members WHERE group_pk = OLD.pk;
+            DELETE FROM role_mappings WHERE group_pk = OLD.pk;
+            DELETE FROM asset_groups WHERE group_pk = OLD.pk;
+            DELETE FROM project_grants WHERE group_pk = OLD.pk;
+        END;
+        DROP TRIGGER assets_cascade;
+        CREATE TRIGGER assets_cascade BEFORE DELETE ON assets
+        BEGIN
+            DELETE FROM asset_groups WHERE asset_pk = OLD.pk;
+            DELETE FROM project_assets WHERE asset_pk = OLD.pk;
+        END;
+        DROP TRIGGER projects_cascade;
+        CREATE TRIGGER projects_cascade BEFORE DELETE ON projects
+        BEGIN
+            DELETE FROM project_grants WHERE project_pk = OLD.pk;
+            DELETE FROM project_assets WHERE project_pk = OLD.pk;
+        END;
+
+        -- Every change to a data table is a new snapshot version and a row in the log.
+        \(v2VersionTriggers)
+        """
+    }
 
     private static var v1VersionTriggers: String {
         v1DataTables.map { table in

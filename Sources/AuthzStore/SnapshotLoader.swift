@@ -36,6 +36,17 @@ public enum SnapshotLoader {
         }
     }
 
+    /// The changes after snapshot version `since` (read-only, one read transaction), or nil
+    /// when the change log does not reach back that far: then load everything. See
+    /// `WorkspaceStore.changes(since:)`.
+    public static func readChanges(path: String, since: UInt64) throws(StoreError) -> ChangeSet? {
+        let connection = try openReadOnly(path)
+        return try connection.transaction(.deferred) { () throws(StoreError) in
+            try connection.requireCurrentSchema()
+            return try connection.changes(since: since)
+        }
+    }
+
     /// Opens an existing database read-only; `.notFound` when there is no file.
     ///
     /// Never memory-maps the file: a page of a mapped file that is truncated under the

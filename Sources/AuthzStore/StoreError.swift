@@ -22,6 +22,9 @@ public struct StoreError: Error, Sendable, CustomStringConvertible {
         /// The workspace failed semantic validation; every issue found is listed.
         /// Nothing was changed.
         case invalidWorkspace([ValidationIssue])
+        /// Operations (`WorkspaceStore.apply`) were rejected; every problem is listed with
+        /// its line. Nothing was changed.
+        case invalidOperations([OperationIssue])
         /// A schema constraint (CHECK, UNIQUE, NOT NULL, FOREIGN KEY, a guard trigger)
         /// rejected a write. The transaction was rolled back.
         case constraint
@@ -44,6 +47,7 @@ public struct StoreError: Error, Sendable, CustomStringConvertible {
             case .schemaTooNew(let found, let supported): "schemaTooNew(found: \(found), supported: \(supported))"
             case .notAWorkspaceStore: "notAWorkspaceStore"
             case .invalidWorkspace(let issues): "invalidWorkspace(\(issues.count) issue\(issues.count == 1 ? "" : "s"))"
+            case .invalidOperations(let issues): "invalidOperations(\(issues.count) issue\(issues.count == 1 ? "" : "s"))"
             case .constraint: "constraint"
             case .corrupt: "corrupt"
             case .busy: "busy"
@@ -73,6 +77,12 @@ public struct StoreError: Error, Sendable, CustomStringConvertible {
         return []
     }
 
+    /// The problems of an `.invalidOperations` error; empty for every other code.
+    public var operationIssues: [OperationIssue] {
+        if case .invalidOperations(let issues) = code { return issues }
+        return []
+    }
+
     /// The SQLite failure behind this error, if there is one.
     public var sqliteError: SQLiteError? { cause as? SQLiteError }
 
@@ -80,6 +90,9 @@ public struct StoreError: Error, Sendable, CustomStringConvertible {
         var text = "\(code): \(message)"
         if case .invalidWorkspace(let issues) = code {
             for issue in issues { text += "\n  \(issue.path): \(issue.reason)" }
+        }
+        if case .invalidOperations(let issues) = code {
+            for issue in issues { text += "\n  \(issue)" }
         }
         if let cause { text += " (cause: \(cause))" }
         return text

@@ -6,6 +6,8 @@ import AuthzQuery
 import AuthzStore
 import AuthzWire
 import AuthzWorkloads
+import Dispatch
+import Synchronization
 
 @main
 struct AuthzCtl: AsyncParsableCommand {
@@ -13,10 +15,13 @@ struct AuthzCtl: AsyncParsableCommand {
         commandName: "authzctl",
         abstract: "Operate the authorization sidecar's workspace database and ask it questions.",
         discussion: """
-            Write commands (import, demo) print the new snapshot version on stdout: use it as a \
-            consistency token. Diagnostics go to stderr.
+            Write commands (import, apply, demo) print the new snapshot version on stdout: use it \
+            as a consistency token. Diagnostics go to stderr.
             """,
-        subcommands: [Import.self, Export.self, Check.self, Status.self, Reload.self, Demo.self, Generate.self]
+        subcommands: [
+            Import.self, Apply.self, Export.self, Check.self, Status.self, Reload.self, Demo.self, Generate.self,
+            LogRetention.self,
+        ]
     )
 }
 
@@ -29,11 +34,17 @@ struct DatabaseOption: ParsableArguments {
 
 struct Import: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Replace the workspace in the database with a workspace document.",
+        abstract: "Make the workspace in the database equal to a workspace document.",
         discussion: """
             Creates and migrates the database if needed. The document is validated first: if it \
             is invalid, every problem is printed to stderr as `path: reason`, nothing is \
-            changed and the exit status is 1. On success the new snapshot version is printed.
+            changed and the exit status is 1. Then only the rows that differ from the stored \
+            ones are inserted, updated and deleted (matched by id), in one transaction: the \
+            snapshot version and the change log grow by the rows that changed, and importing \
+            the same document again changes nothing. The first import into an empty database, \
+            a very large difference, or --replace rewrite everything instead (the version goes \
+            up by one and the change log restarts there). On success the new snapshot version \
+            is printed.
             """
     )
 
@@ -41,6 +52,19 @@ struct Import: ParsableCommand {
 
     @Argument(help: ArgumentHelp("The workspace document (JSON); `-` reads stdin.", valueName: "file.json"))
     var file: String
+
+    @Flag(help: "Replace everything (bulk write) instead of writing the difference.")
+    var replace = false
+
+    @Flag(help: "Always write the difference, however large.")
+    var diff = false
+
+    @Flag(help: "Print how long each phase took to stderr.")
+    var timing = false
+
+    func validate() throws {
+        if replace && diff { throw ValidationError("give at most one of --replace and --diff") }
+    }
 
     func run() throws {
         let bytes: [UInt8]
@@ -50,17 +74,194 @@ struct Import: ParsableCommand {
             IO.printError("authzctl: cannot read \(file): \(error)")
             throw ExitCode(2)
         }
-        let workspace: Workspace
-        do {
-            workspace = try WorkspaceDocument.decode(bytes)
-        } catch {
-            IO.printError("authzctl: \(file) is not a valid workspace document (\(error.issues.count) problem\(error.issues.count == 1 ? "" : "s")):")
-            for issue in error.issues { IO.printError("  \(issue)") }
+        let mode: WorkspaceStore.ImportMode = replace ? .replace : diff ? .diff : .automatic
+        // An existing database is opened, locked and read while another thread decodes the
+        // document (the two take about as long on a large workspace); a new one is created
+        // only once the document is known to be valid.
+        let decoding = BackgroundDecode(bytes)
+        if !IO.fileExists(database.db), case .failure(let error) = decoding.wait() {
+            reportInvalid(error)
             throw ExitCode(1)
         }
-        let version = try withStore(database.db) { (store) throws(StoreError) in try store.importWorkspace(workspace) }
-        IO.printError("imported \(workspace.users.count) users, \(workspace.groups.count) groups, \(workspace.assets.count) assets, \(workspace.projects.count) projects into \(database.db)")
-        print(version)
+        let summary: WorkspaceStore.ImportSummary
+        do {
+            let store = try WorkspaceStore.open(path: database.db, create: true)
+            summary = try store.importChanges(mode: mode) { () throws(StoreError) -> Workspace in
+                switch decoding.wait() {
+                case .success(let workspace): return workspace
+                case .failure: throw StoreError(code: .invalidWorkspace([]), message: "the document is not valid")
+                }
+            }
+        } catch {
+            if case .failure(let error) = decoding.wait() {
+                reportInvalid(error)
+            } else {
+                IO.printError("authzctl: \(error)")
+                for issue in error.issues { IO.printError("  \(issue)") }
+            }
+            throw ExitCode(1)
+        }
+        guard case .success(let workspace) = decoding.wait() else { throw ExitCode(1) }
+        let how =
+            summary.replaced
+            ? "replaced everything"
+            : "wrote \(summary.rowsWritten) changed row\(summary.rowsWritten == 1 ? "" : "s") (version +\(summary.version - summary.previousVersion))"
+        if timing {
+            IO.printError("decode (on its own thread): \(decoding.seconds) s")
+            for phase in summary.phases { IO.printError("\(phase.name): \(phase.seconds) s") }
+        }
+        IO.printError("imported \(workspace.users.count) users, \(workspace.groups.count) groups, \(workspace.assets.count) assets, \(workspace.projects.count) projects into \(database.db): \(how)")
+        print(summary.version)
+    }
+}
+
+extension Import {
+    func reportInvalid(_ error: DocumentError) {
+        IO.printError("authzctl: \(file) is not a valid workspace document (\(error.issues.count) problem\(error.issues.count == 1 ? "" : "s")):")
+        for issue in error.issues { IO.printError("  \(issue)") }
+    }
+}
+
+/// Decodes a workspace document on a thread of its own; `wait()` blocks until it is done.
+final class BackgroundDecode: Sendable {
+    private let state = Mutex<(result: Result<Workspace, DocumentError>?, seconds: Double)>((nil, 0))
+    private let done = DispatchSemaphore(value: 0)
+
+    init(_ bytes: [UInt8]) {
+        DispatchQueue.global().async { [self] in
+            let start = ContinuousClock.now
+            let result = Result { () throws(DocumentError) in try WorkspaceDocument.decode(bytes) }
+            let elapsed = ContinuousClock.now - start
+            state.withLock {
+                $0 = (result, Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18)
+            }
+            done.signal()
+        }
+    }
+
+    /// The decoded workspace or the document's problems.
+    func wait() -> Result<Workspace, DocumentError> {
+        if let result = state.withLock({ $0.result }) { return result }
+        done.wait()
+        done.signal()  // for the next caller
+        return state.withLock { $0.result } ?? .failure(DocumentError(issues: []))
+    }
+
+    var seconds: Double { state.withLock { $0.seconds } }
+}
+
+// MARK: - apply
+
+struct Apply: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Apply JSON Lines of fine-grained operations to the workspace in one transaction.",
+        discussion: """
+            One operation per line, e.g. {"op":"set_role","user":"u-ada","role":"editor"}; the \
+            README lists every operation. Each is checked with the document's rules against \
+            the state the lines before it leave (so a line may use a user created on an \
+            earlier one). If any line has a problem, every problem is printed to stderr as \
+            `line N: path: reason`, nothing is changed and the exit status is 1. Otherwise all \
+            are applied in one transaction and the new snapshot version is printed.
+            """
+    )
+
+    @OptionGroup var database: DatabaseOption
+
+    @Argument(help: ArgumentHelp("The operations (JSON Lines); `-` or nothing reads stdin.", valueName: "file.jsonl"))
+    var file: String = "-"
+
+    @Flag(help: "Print how long reading and applying the operations took to stderr.")
+    var timing = false
+
+    func run() throws {
+        let bytes: [UInt8]
+        do {
+            bytes = try file == "-" ? IO.readAll(fd: 0) : IO.readFile(file)
+        } catch {
+            IO.printError("authzctl: cannot read \(file): \(error)")
+            throw ExitCode(2)
+        }
+        let start = ContinuousClock.now
+        let (operations, issues) = OperationReader.read(bytes)
+        let parsed = ContinuousClock.now
+        let summary: WorkspaceStore.ApplySummary
+        do {
+            let store = try WorkspaceStore.open(path: database.db, create: false)
+            let opened = ContinuousClock.now
+            summary = try store.apply(operations, issues: issues)
+            if timing {
+                IO.printError("read \(operations.count) operations: \(parsed - start); open: \(opened - parsed); apply and commit: \(ContinuousClock.now - opened)")
+            }
+        } catch {
+            let problems = error.operationIssues
+            if problems.isEmpty {
+                IO.printError("authzctl: \(error)")
+            } else {
+                IO.printError("authzctl: \(problems.count) problem\(problems.count == 1 ? "" : "s"); nothing was changed:")
+                for issue in problems { IO.printError("  \(issue)") }
+            }
+            throw ExitCode(1)
+        }
+        IO.printError("applied \(summary.operations) operation\(summary.operations == 1 ? "" : "s") to \(database.db) (version +\(summary.version - summary.previousVersion))")
+        print(summary.version)
+    }
+}
+
+// MARK: - log-retention
+
+struct LogRetention: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "log-retention",
+        abstract: "Show or set how much of the change log the database keeps, and prune it.",
+        discussion: """
+            The change log records every row change (version, table, key, operation, time) so \
+            that a reader can ask what changed since its version. The database keeps the \
+            changes of the last --keep-versions versions and of the last --keep-age (both \
+            limits apply; `none` removes one; defaults 100000 versions and 7d). Every import \
+            and apply prunes; so does this command. Prints the log's status as JSON: a reader \
+            at a version below `floor` must load everything.
+            """
+    )
+
+    @OptionGroup var database: DatabaseOption
+
+    @Option(help: ArgumentHelp("Keep the changes of this many versions (or `none`).", valueName: "n"))
+    var keepVersions: String?
+
+    @Option(help: ArgumentHelp("Keep the changes of this long: 90s, 30m, 12h, 7d, or milliseconds (or `none`).", valueName: "age"))
+    var keepAge: String?
+
+    static func setting(_ text: String?, name: String, parse: (String) -> Int64?) throws -> RetentionSetting {
+        guard let text else { return .unchanged }
+        if text == "none" { return .unlimited }
+        guard let value = parse(text), value >= 0 else { throw ValidationError("--\(name): cannot read '\(text)'") }
+        return .limit(value)
+    }
+
+    static func milliseconds(_ text: String) -> Int64? {
+        let units: [(String, Int64)] = [("ms", 1), ("s", 1_000), ("m", 60_000), ("h", 3_600_000), ("d", 86_400_000)]
+        for (suffix, factor) in units where text.hasSuffix(suffix) {
+            guard let value = Int64(text.dropLast(suffix.count)) else { continue }
+            let (product, overflow) = value.multipliedReportingOverflow(by: factor)
+            return overflow ? nil : product
+        }
+        return Int64(text)
+    }
+
+    func run() throws {
+        let versions = try Self.setting(keepVersions, name: "keep-versions") { Int64($0) }
+        let age = try Self.setting(keepAge, name: "keep-age", parse: Self.milliseconds)
+        let status = try withStore(database.db) { (store) throws(StoreError) in
+            try store.setChangeLogRetention(keepVersions: versions, keepMilliseconds: age)
+        }
+        let object: JSONObject = [
+            "version": .number(Double(status.version)),
+            "floor": .number(Double(status.floor)),
+            "rows": .number(Double(status.rows)),
+            "keep_versions": status.keepVersions.map { .number(Double($0)) } ?? .null,
+            "keep_ms": status.keepMilliseconds.map { .number(Double($0)) } ?? .null,
+        ]
+        print(JSONValue.object(object).serialized(pretty: true))
     }
 }
 

@@ -6,6 +6,9 @@ import Darwin
 
 /// Plain POSIX I/O for the CLI: whole-file reads, buffered writes, line splitting.
 enum IO {
+    /// Whether something exists at `path`.
+    static func fileExists(_ path: String) -> Bool { access(path, F_OK) == 0 }
+
     struct Failure: Error, CustomStringConvertible {
         var description: String
     }

@@ -26,12 +26,12 @@ struct StoreTests {
         #expect(try raw.column("PRAGMA journal_mode") == ["wal"])
         let tables = try raw.column("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name")
         #expect(tables == [
-            "allowed_domains", "asset_groups", "assets", "group_members", "groups", "meta", "project_assets",
+            "allowed_domains", "asset_groups", "assets", "changes", "group_members", "groups", "meta", "project_assets",
             "project_grants", "projects", "role_mappings", "users", "workspace",
         ])
         // Every data table has its three version triggers; the cascades and indexes exist.
         let triggers = Set(try raw.column("SELECT name FROM sqlite_schema WHERE type = 'trigger'"))
-        for table in tables where table != "meta" {
+        for table in tables where table != "meta" && table != "changes" {
             for event in ["insert", "update", "delete"] {
                 #expect(triggers.contains("\(table)_version_\(event)"), "no \(event) trigger on \(table)")
             }
@@ -39,9 +39,12 @@ struct StoreTests {
         for table in ["users", "groups", "assets", "projects"] {
             #expect(triggers.contains("\(table)_cascade"))
         }
-        #expect(triggers.count == 33 + 4 + 3)
+        for table in ["users", "groups", "assets", "projects"] {
+            #expect(triggers.contains("\(table)_id_is_fixed"))
+        }
+        #expect(triggers.count == 33 + 4 + 3 + 4)
         let indexes = try raw.column("SELECT name FROM sqlite_schema WHERE type = 'index' AND sql IS NOT NULL")
-        #expect(indexes.count == 8)
+        #expect(indexes.count == 8 + 1)
     }
 
     @Test func migratesAnEmptyFile() throws {
@@ -172,7 +175,7 @@ struct StoreTests {
         let second = try store.importWorkspace(exported.workspace)
         let again = try store.exportWorkspace()
         #expect(again.workspace == exported.workspace)
-        #expect(second > first)
+        #expect(second == first)  // the diff import wrote nothing
         #expect(again.version == second)
     }
 
@@ -262,7 +265,7 @@ struct StoreTests {
         replacement.users = [User(id: "u-new", email: "new@acme.com", origin: .invite)]
         replacement.projects = [Project(id: "p-fine", owner: "u-new"), Project(id: "p-boom")]
 
-        let error = storeError { try store.importWorkspace(replacement) }
+        let error = storeError { try store.importChanges(replacement, mode: .replace) }
         #expect(error?.code == .constraint)
         #expect(error?.message.contains("projects[1] ('p-boom')") == true, "\(String(describing: error))")
         #expect(error?.message.contains("boom") == true)
@@ -441,7 +444,7 @@ struct StoreTests {
         let schema = try schemaObjects(raw)
         #expect(schema.count > 40)
         let first = try store.importWorkspace(sampleWorkspace())
-        let second = try store.importWorkspace(sampleWorkspace())
+        let second = try store.importChanges(sampleWorkspace(), mode: .replace).version
         #expect(second == first + 1)
         #expect(try schemaObjects(raw) == schema)
         #expect(try raw.int("SELECT count(*) FROM audit") == 10)
@@ -649,14 +652,15 @@ struct StoreTests {
         let first = try store.importWorkspace(sampleWorkspace())
         #expect(try probe.current() == first)
         #expect(try probe.current() == first)
-        let second = try store.importWorkspace(sampleWorkspace())
+        let second = try store.importChanges(sampleWorkspace(), mode: .replace).version
+        #expect(second > first)
         #expect(try probe.current() == second)
 
         // Replaced by another file (another inode): the probe follows the path.
         let other = directory.path("other.db")
         do {
             let otherStore = try WorkspaceStore.open(path: other)
-            for _ in 0..<5 { try otherStore.importWorkspace(sampleWorkspace()) }
+            for _ in 0..<5 { try otherStore.importChanges(sampleWorkspace(), mode: .replace) }
         }  // closed: checkpointed into the main file
         let otherVersion = try SnapshotLoader.readVersion(path: other)
         #expect(otherVersion != second)
