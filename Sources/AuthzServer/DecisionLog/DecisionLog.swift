@@ -182,6 +182,7 @@ final class DecisionLogWriter: @unchecked Sendable {
     private var fileBytes = 0
     private var buffer: [UInt8] = []
     private var failing = false
+    private var times = DecisionLogFormat.TimeCache()
 
     init(configuration: DecisionLogConfiguration, rings: DecisionLog.RingList, logger: Logger) throws(ConfigurationError) {
         self.configuration = configuration
@@ -224,7 +225,7 @@ final class DecisionLogWriter: @unchecked Sendable {
     func flush() {
         var lines = 0
         for ring in rings.all {
-            lines += ring.drain { slot in DecisionLogFormat.append(slot, to: &buffer) }
+            lines += ring.drain { slot in DecisionLogFormat.append(slot, to: &buffer, times: &times) }
         }
         guard lines > 0 else { return }
         write(lines: lines)
@@ -334,10 +335,18 @@ private func systemWrite(_ fd: Int32, _ bytes: UnsafeRawPointer, _ count: Int) -
 
 /// The JSON Lines format of a slot.
 enum DecisionLogFormat {
+    /// Each method's id names, by raw value (read per line: no array built per line).
+    private static let idNames = DecisionMethod.allCases.map(\.idNames)
+
     static func append(_ slot: UnsafeRawPointer, to out: inout [UInt8]) {
+        var cache = TimeCache()
+        append(slot, to: &out, times: &cache)
+    }
+
+    static func append(_ slot: UnsafeRawPointer, to out: inout [UInt8], times: inout TimeCache) {
         let method = DecisionMethod(rawValue: slot.load(fromByteOffset: DecisionSlot.method, as: UInt8.self)) ?? .canUse
         out.append(contentsOf: #"{"time":""#.utf8)
-        appendTime(slot.load(fromByteOffset: DecisionSlot.unixNanos, as: Int64.self), to: &out)
+        appendTime(slot.load(fromByteOffset: DecisionSlot.unixNanos, as: Int64.self), to: &out, cache: &times)
         out.append(contentsOf: #"","call_id":"#.utf8)
         appendNumber(slot.load(fromByteOffset: DecisionSlot.callId, as: UInt64.self), to: &out)
         out.append(contentsOf: #","peer_pid":"#.utf8)
@@ -354,7 +363,7 @@ enum DecisionLogFormat {
         }
         let present = slot.load(fromByteOffset: DecisionSlot.idPresent, as: UInt8.self)
         let cut = slot.load(fromByteOffset: DecisionSlot.idCut, as: UInt8.self)
-        for (index, name) in method.idNames.enumerated() where present & (1 << index) != 0 {
+        for (index, name) in idNames[Int(method.rawValue)].enumerated() where present & (1 << index) != 0 {
             out.append(contentsOf: #",""#.utf8)
             out.append(contentsOf: name.utf8)
             out.append(contentsOf: #"":""#.utf8)
@@ -418,24 +427,33 @@ enum DecisionLogFormat {
     }
 
     static func appendNumber(_ value: UInt64, to out: inout [UInt8]) {
-        if value == 0 {
-            out.append(UInt8(ascii: "0"))
+        if value < 10 {
+            out.append(UInt8(ascii: "0") &+ UInt8(value))
             return
         }
-        var digits: (UInt64, Int) = (value, 0)
-        var scratch = [UInt8](repeating: 0, count: 20)
-        while digits.0 > 0 {
-            scratch[19 - digits.1] = UInt8(ascii: "0") + UInt8(digits.0 % 10)
-            digits.0 /= 10
-            digits.1 += 1
+        var digits = 0
+        var rest = value
+        while rest > 0 {
+            digits += 1
+            rest /= 10
         }
-        out.append(contentsOf: scratch[(20 - digits.1)...])
+        let start = out.count
+        out.append(contentsOf: repeatElement(0, count: digits))
+        rest = value
+        var index = start + digits - 1
+        while rest > 0 {
+            out[index] = UInt8(ascii: "0") &+ UInt8(rest % 10)
+            rest /= 10
+            index -= 1
+        }
     }
+
+    private static let hex = Array("0123456789abcdef".utf8)
 
     /// An id's bytes as a JSON string body: printable ASCII as is (but `"` and `\`), every
     /// other byte as \u00XX (ids that are not valid come here only in errors).
     static func appendEscaped(_ bytes: UnsafeRawBufferPointer, to out: inout [UInt8]) {
-        let hex = Array("0123456789abcdef".utf8)
+        let hex = Self.hex
         for byte in bytes {
             if byte >= 0x20 && byte < 0x7f && byte != UInt8(ascii: "\"") && byte != UInt8(ascii: "\\") {
                 out.append(byte)
@@ -447,27 +465,40 @@ enum DecisionLogFormat {
         }
     }
 
+    /// The text of the last second formatted: most lines share it.
+    struct TimeCache {
+        var second: Int64 = -1
+        var text: [UInt8] = []
+    }
+
     /// RFC 3339 UTC with microseconds: 2026-12-01T11:40:00.123456Z.
-    static func appendTime(_ unixNanos: Int64, to out: inout [UInt8]) {
-        var seconds = time_t(unixNanos / 1_000_000_000)
+    static func appendTime(_ unixNanos: Int64, to out: inout [UInt8], cache: inout TimeCache) {
+        let second = unixNanos / 1_000_000_000
         let micros = Int((unixNanos % 1_000_000_000) / 1000)
-        var parts = tm()
-        gmtime_r(&seconds, &parts)
-        func two(_ value: Int32) {
-            out.append(UInt8(ascii: "0") + UInt8(value / 10 % 10))
-            out.append(UInt8(ascii: "0") + UInt8(value % 10))
+        if second != cache.second {
+            var text: [UInt8] = []
+            var seconds = time_t(second)
+            var parts = tm()
+            gmtime_r(&seconds, &parts)
+            func two(_ value: Int32) {
+                text.append(UInt8(ascii: "0") + UInt8(value / 10 % 10))
+                text.append(UInt8(ascii: "0") + UInt8(value % 10))
+            }
+            appendNumber(UInt64(max(0, parts.tm_year + 1900)), to: &text)
+            text.append(UInt8(ascii: "-"))
+            two(parts.tm_mon + 1)
+            text.append(UInt8(ascii: "-"))
+            two(parts.tm_mday)
+            text.append(UInt8(ascii: "T"))
+            two(parts.tm_hour)
+            text.append(UInt8(ascii: ":"))
+            two(parts.tm_min)
+            text.append(UInt8(ascii: ":"))
+            two(parts.tm_sec)
+            cache.second = second
+            cache.text = text
         }
-        appendNumber(UInt64(max(0, parts.tm_year + 1900)), to: &out)
-        out.append(UInt8(ascii: "-"))
-        two(parts.tm_mon + 1)
-        out.append(UInt8(ascii: "-"))
-        two(parts.tm_mday)
-        out.append(UInt8(ascii: "T"))
-        two(parts.tm_hour)
-        out.append(UInt8(ascii: ":"))
-        two(parts.tm_min)
-        out.append(UInt8(ascii: ":"))
-        two(parts.tm_sec)
+        out.append(contentsOf: cache.text)
         out.append(UInt8(ascii: "."))
         var divisor = 100_000
         while divisor > 0 {
