@@ -112,7 +112,8 @@ public enum Answers {
             case .seatType(let user):
                 .seatType(user: text(user))
             }
-        return WireRequest(callId: check.callId, minSnapshotVersion: check.minSnapshotVersion, method: .check(method))
+        return WireRequest(
+            callId: check.callId, minSnapshotVersion: check.minSnapshotVersion, deadlineMs: check.deadlineMs, method: .check(method))
     }
 }
 
