@@ -205,7 +205,7 @@ final class ConnectionSession {
         if let stats {
             if answeredInPass > 0 {
                 let elapsed = ContinuousClock.now - (readAt ?? now)
-                stats.observeDuration(nanoseconds: Self.nanoseconds(elapsed), count: answeredInPass)
+                stats.observeDuration(nanoseconds: UInt64(elapsed.wholeNanoseconds), count: answeredInPass)
                 answeredInPass = 0
             }
             readAt = nil
@@ -288,13 +288,7 @@ final class ConnectionSession {
         parkedReceivedAt = nil
         guard let stats else { return }
         stats.answered(parkedMethod, response.status.code)
-        stats.observeDuration(nanoseconds: Self.nanoseconds(ContinuousClock.now - receivedAt), count: 1)
-    }
-
-    private static func nanoseconds(_ duration: Duration) -> UInt64 {
-        let (seconds, attoseconds) = duration.components
-        guard seconds >= 0, attoseconds >= 0 else { return 0 }
-        return UInt64(seconds) &* 1_000_000_000 &+ UInt64(attoseconds / 1_000_000_000)
+        stats.observeDuration(nanoseconds: UInt64((ContinuousClock.now - receivedAt).wholeNanoseconds), count: 1)
     }
 
     /// The snapshot this batch answers from, read once per batch.
@@ -379,7 +373,7 @@ final class ConnectionSession {
         output.reserve(output.count + count * FastPathEncoder.maxFrameLength)
         // The decision log: one clock read per run (its checks arrived and are answered together).
         let logging = decisions.map {
-            (recorder: $0, peer: peerForLog(), latency: DecisionRecorder.nanoseconds(ContinuousClock.now - core.lastRead),
+            (recorder: $0, peer: peerForLog(), latency: (ContinuousClock.now - core.lastRead).wholeNanoseconds,
              time: DecisionLog.unixNanos())
         }
         for index in 0..<count {

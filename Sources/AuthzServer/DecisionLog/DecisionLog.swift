@@ -211,8 +211,7 @@ final class DecisionLogWriter: @unchecked Sendable {
     /// The writer thread's loop: drain, write, wait for the flush interval (or a stop);
     /// after a stop, one last drain.
     func run() {
-        let interval = configuration.flushInterval
-        let nanos = max(1_000_000, interval.components.seconds * 1_000_000_000 + interval.components.attoseconds / 1_000_000_000)
+        let nanos = max(1_000_000, configuration.flushInterval.wholeNanoseconds)
         while !stopRequested.load(ordering: .acquiring) {
             flush()
             _ = wakeup.wait(timeout: .now() + .nanoseconds(Int(clamping: nanos)))

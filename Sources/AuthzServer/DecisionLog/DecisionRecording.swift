@@ -15,7 +15,7 @@ struct DecisionRecorder {
         _ request: WireRequest, _ response: WireResponse, peer: (pid: Int32, uid: UInt32),
         receivedAt: ContinuousClock.Instant
     ) {
-        let latencyNanos = Self.nanoseconds(ContinuousClock.now - receivedAt)
+        let latencyNanos = (ContinuousClock.now - receivedAt).wholeNanoseconds
         let failed = response.status.code != .ok ? response.status.code : nil
         switch request.method {
         case .check(let check):
@@ -102,11 +102,6 @@ struct DecisionRecorder {
             ids: ids, on: ring)
     }
 
-    static func nanoseconds(_ duration: Duration) -> Int64 {
-        let (seconds, attoseconds) = duration.components
-        return max(0, seconds &* 1_000_000_000 &+ attoseconds / 1_000_000_000)
-    }
-
     /// Runs `body` with the UTF-8 bytes of up to three ids (nil: absent).
     private static func withIds(
         _ a: String, _ b: String?, _ c: String?,
@@ -121,6 +116,14 @@ struct DecisionRecorder {
                 }
             }
         }
+    }
+}
+
+extension Duration {
+    /// The duration in nanoseconds; 0 for a negative one.
+    var wholeNanoseconds: Int64 {
+        let (seconds, attoseconds) = components
+        return max(0, seconds &* 1_000_000_000 &+ attoseconds / 1_000_000_000)
     }
 }
 
