@@ -147,7 +147,7 @@ struct DaemonSignalTests {
         process.environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("AUTHZD_") }
         process.standardError = FileHandle(fileDescriptor: ends[1], closeOnDealloc: false)  // closed below, once
         process.standardOutput = FileHandle.nullDevice
-        try process.run()
+        try launch(process)
         defer { if process.isRunning { process.terminate() } }
         close(ends[1])
         try await eventually(.seconds(30), "socket appears") { isSocket(socket) || !process.isRunning }

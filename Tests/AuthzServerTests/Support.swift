@@ -94,6 +94,16 @@ func readFileBytes(_ path: String) throws -> [UInt8] {
     }
 }
 
+/// Starts `process`, one launch at a time in this test process: Foundation's
+/// `Process.run()` on Linux crashed once with a bad pointer in its memmove while the
+/// parallel suites started several daemons at the same moment (a fresh-clone run of the test
+/// command, in `fourDaemonsOnOneDatabaseServeACommitWithin100ms`).
+func launch(_ process: Process) throws {
+    try processLaunches.withLock { _ in try process.run() }
+}
+
+private let processLaunches = Mutex(())
+
 func fileExists(_ path: String) -> Bool {
     var info = stat()
     return lstat(path, &info) == 0
