@@ -5,10 +5,13 @@
 public struct UserKey: Sendable, Hashable {
     public let raw: Int32
     @inlinable init(raw: Int32) { self.raw = raw }
+    // Computed and inlinable, not stored `static let`s: across modules a stored global is
+    // reached through its one-time-initialisation accessor, a call around which the server's
+    // fast path retained and released the snapshot for every SeatType check.
     /// The anonymous viewer of an app shared to the web (the empty user id).
-    public static let anonymous = UserKey(raw: -1)
+    @inlinable public static var anonymous: UserKey { UserKey(raw: -1) }
     /// An id that is not in the snapshot.
-    public static let unknown = UserKey(raw: -2)
+    @inlinable public static var unknown: UserKey { UserKey(raw: -2) }
     @inlinable public var isKnownUser: Bool { raw >= 0 }
 }
 
@@ -16,7 +19,8 @@ public struct UserKey: Sendable, Hashable {
 public struct EntityKey: Sendable, Hashable {
     public let raw: Int32
     @inlinable init(raw: Int32) { self.raw = raw }
-    public static let unknown = EntityKey(raw: -1)
+    // Computed and inlinable: see `UserKey.unknown`.
+    @inlinable public static var unknown: EntityKey { EntityKey(raw: -1) }
     @inlinable public var isKnown: Bool { raw >= 0 }
 }
 
