@@ -68,6 +68,32 @@ struct DecisionLogTests {
         #expect(cut.contains(#""user":"\#(String(repeating: "x", count: 128))","ids_cut":true"#))
     }
 
+    @Test func numbersAreWrittenWhole() {
+        var record = Self.record(.seatType, callId: .max, outcome: .capabilities(count: 0))
+        record.snapshotVersion = 10_000_000_000
+        record.latencyNanos = 0
+        let line = Self.format(record, ids: ["u"])
+        #expect(line.hasPrefix(#"{"time":"2026-12-01T11:21:28.123456Z","call_id":18446744073709551615,"#))
+        #expect(line.hasSuffix(#""capabilities":0,"snapshot_version":10000000000,"latency_us":0.0}"# + "\n"))
+    }
+
+    @Test func theLineBufferGrowsKeepingWhatItHolds() {
+        var buffer = LineBuffer(capacity: 8)
+        var expected: [UInt8] = []
+        for value in [0, 9, 10, 4_294_967_296, UInt64.max] as [UInt64] {
+            buffer.append(decimal: value)
+            buffer.append(",")
+            expected += Array("\(value),".utf8)
+        }
+        let block = [UInt8](repeating: 7, count: 5000)
+        block.withUnsafeBytes { buffer.append($0) }
+        expected += block
+        #expect(buffer.array == expected)
+        buffer.removeAll()
+        buffer.append("ok")
+        #expect(buffer.array == Array("ok".utf8))
+    }
+
     @Test func aFullRingDropsAndCountsWithoutWaiting() {
         let ring = DecisionRing(capacity: 16, seed: 1)
         let record = Self.record(outcome: .listing(items: 2))

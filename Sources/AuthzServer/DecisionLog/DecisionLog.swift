@@ -180,15 +180,14 @@ final class DecisionLogWriter: @unchecked Sendable {
     // Writer thread only (and `init` / `closeFile` before or after it runs).
     private var fd: Int32 = -1
     private var fileBytes = 0
-    private var buffer: [UInt8] = []
+    private var buffer = LineBuffer(capacity: DecisionLogWriter.chunkBytes + 8192)
     private var failing = false
-    private var times = DecisionLogFormat.TimeCache()
+    private let format = DecisionLogFormat()
 
     init(configuration: DecisionLogConfiguration, rings: DecisionLog.RingList, logger: Logger) throws(ConfigurationError) {
         self.configuration = configuration
         self.rings = rings
         self.logger = logger
-        buffer.reserveCapacity(1 << 20)
         if let error = openFile() {
             throw ConfigurationError("--decision-log: cannot open \(path): \(error)")
         }
@@ -220,15 +219,28 @@ final class DecisionLogWriter: @unchecked Sendable {
         closeFile()
     }
 
+    /// What is formatted before it is written: small enough that write(2) copies it out of
+    /// the CPU's cache (formatting a whole drain first, megabytes at full logging, made the
+    /// kernel's copy into the page cache read it back from memory).
+    static let chunkBytes = 64 << 10
+
     /// Drains every ring and writes what they held. Writer thread only.
     func flush() {
         var lines = 0
         for ring in rings.all {
-            lines += ring.drain { slot in DecisionLogFormat.append(slot, to: &buffer, times: &times) }
+            _ = ring.drain { slot in
+                format.append(slot, to: &buffer)
+                lines += 1
+                if buffer.count >= Self.chunkBytes {
+                    write(lines: lines)
+                    buffer.removeAll()
+                    lines = 0
+                }
+            }
         }
         guard lines > 0 else { return }
         write(lines: lines)
-        buffer.removeAll(keepingCapacity: true)
+        buffer.removeAll()
     }
 
     private func write(lines: Int) {
@@ -246,7 +258,7 @@ final class DecisionLogWriter: @unchecked Sendable {
             }
         }
         var written = 0
-        let failure: Int32? = buffer.withUnsafeBytes { bytes in
+        let failure: Int32? = buffer.withBytes { bytes in
             while written < bytes.count {
                 let n = systemWrite(fd, bytes.baseAddress! + written, bytes.count - written)
                 if n < 0 {
@@ -330,180 +342,4 @@ final class DecisionLogWriter: @unchecked Sendable {
 
 private func systemWrite(_ fd: Int32, _ bytes: UnsafeRawPointer, _ count: Int) -> Int {
     write(fd, bytes, count)
-}
-
-/// The JSON Lines format of a slot.
-enum DecisionLogFormat {
-    /// Each method's id names, by raw value (read per line: no array built per line).
-    private static let idNames = DecisionMethod.allCases.map(\.idNames)
-
-    static func append(_ slot: UnsafeRawPointer, to out: inout [UInt8]) {
-        var cache = TimeCache()
-        append(slot, to: &out, times: &cache)
-    }
-
-    static func append(_ slot: UnsafeRawPointer, to out: inout [UInt8], times: inout TimeCache) {
-        let method = DecisionMethod(rawValue: slot.load(fromByteOffset: DecisionSlot.method, as: UInt8.self)) ?? .canUse
-        out.append(contentsOf: #"{"time":""#.utf8)
-        appendTime(slot.load(fromByteOffset: DecisionSlot.unixNanos, as: Int64.self), to: &out, cache: &times)
-        out.append(contentsOf: #"","call_id":"#.utf8)
-        appendNumber(slot.load(fromByteOffset: DecisionSlot.callId, as: UInt64.self), to: &out)
-        out.append(contentsOf: #","peer_pid":"#.utf8)
-        appendNumber(UInt64(max(0, slot.load(fromByteOffset: DecisionSlot.pid, as: Int32.self))), to: &out)
-        out.append(contentsOf: #","peer_uid":"#.utf8)
-        appendNumber(UInt64(slot.load(fromByteOffset: DecisionSlot.uid, as: UInt32.self)), to: &out)
-        out.append(contentsOf: #","method":""#.utf8)
-        out.append(contentsOf: method.name.utf8)
-        out.append(UInt8(ascii: "\""))
-        let batch = slot.load(fromByteOffset: DecisionSlot.batchIndex, as: UInt16.self)
-        if batch != DecisionSlot.noBatch {
-            out.append(contentsOf: #","batch_index":"#.utf8)
-            appendNumber(UInt64(batch), to: &out)
-        }
-        let present = slot.load(fromByteOffset: DecisionSlot.idPresent, as: UInt8.self)
-        let cut = slot.load(fromByteOffset: DecisionSlot.idCut, as: UInt8.self)
-        for (index, name) in idNames[Int(method.rawValue)].enumerated() where present & (1 << index) != 0 {
-            out.append(contentsOf: #",""#.utf8)
-            out.append(contentsOf: name.utf8)
-            out.append(contentsOf: #"":""#.utf8)
-            let length = Int(slot.load(fromByteOffset: DecisionSlot.idLengths + index, as: UInt8.self))
-            appendEscaped(
-                UnsafeRawBufferPointer(start: slot + DecisionSlot.idBytes + index * DecisionSlot.maxIdBytes, count: length), to: &out)
-            out.append(UInt8(ascii: "\""))
-        }
-        if cut != 0 { out.append(contentsOf: #","ids_cut":true"#.utf8) }
-        let value = slot.load(fromByteOffset: DecisionSlot.value, as: UInt8.self)
-        let reason = slot.load(fromByteOffset: DecisionSlot.reason, as: UInt8.self)
-        switch DecisionSlot.Kind(rawValue: slot.load(fromByteOffset: DecisionSlot.kind, as: UInt8.self)) {
-        case .level:
-            field("level", Level(rawValue: value)?.name ?? "?", to: &out)
-            appendAllowed(slot, to: &out)
-            field("reason", Reason(rawValue: reason)?.name ?? "?", to: &out)
-        case .access:
-            field("access", Access(rawValue: value)?.name ?? "?", to: &out)
-            appendAllowed(slot, to: &out)
-            field("reason", Reason(rawValue: reason)?.name ?? "?", to: &out)
-        case .seat:
-            field("seat", Seat(rawValue: value)?.name ?? "?", to: &out)
-            out.append(contentsOf: #","paid":"#.utf8)
-            out.append(contentsOf: (slot.load(fromByteOffset: DecisionSlot.paid, as: UInt8.self) != 0 ? "true" : "false").utf8)
-            let role = slot.load(fromByteOffset: DecisionSlot.role, as: UInt8.self)
-            if let role = Role(rawValue: role) { field("role", role.name, to: &out) }
-        case .capabilities:
-            out.append(contentsOf: #","capabilities":"#.utf8)
-            appendNumber(UInt64(slot.load(fromByteOffset: DecisionSlot.count, as: UInt32.self)), to: &out)
-        case .listing:
-            out.append(contentsOf: #","items":"#.utf8)
-            appendNumber(UInt64(slot.load(fromByteOffset: DecisionSlot.count, as: UInt32.self)), to: &out)
-        case .error, nil:
-            field("error", RPCCode(rawValue: UInt32(value))?.name ?? "UNKNOWN", to: &out)
-        }
-        out.append(contentsOf: #","snapshot_version":"#.utf8)
-        appendNumber(slot.load(fromByteOffset: DecisionSlot.snapshotVersion, as: UInt64.self), to: &out)
-        out.append(contentsOf: #","latency_us":"#.utf8)
-        let nanos = max(0, slot.load(fromByteOffset: DecisionSlot.latencyNanos, as: Int64.self))
-        appendNumber(UInt64(nanos / 1000), to: &out)
-        out.append(UInt8(ascii: "."))
-        let tenths = (nanos % 1000) / 100
-        out.append(UInt8(ascii: "0") + UInt8(tenths))
-        out.append(contentsOf: "}\n".utf8)
-    }
-
-    private static func field(_ name: String, _ value: String, to out: inout [UInt8]) {
-        out.append(contentsOf: #",""#.utf8)
-        out.append(contentsOf: name.utf8)
-        out.append(contentsOf: #"":""#.utf8)
-        out.append(contentsOf: value.utf8)
-        out.append(UInt8(ascii: "\""))
-    }
-
-    private static func appendAllowed(_ slot: UnsafeRawPointer, to out: inout [UInt8]) {
-        switch slot.load(fromByteOffset: DecisionSlot.asked, as: UInt8.self) {
-        case 1: out.append(contentsOf: #","allowed":true"#.utf8)
-        case 2: out.append(contentsOf: #","allowed":false"#.utf8)
-        default: break
-        }
-    }
-
-    static func appendNumber(_ value: UInt64, to out: inout [UInt8]) {
-        if value < 10 {
-            out.append(UInt8(ascii: "0") &+ UInt8(value))
-            return
-        }
-        var digits = 0
-        var rest = value
-        while rest > 0 {
-            digits += 1
-            rest /= 10
-        }
-        let start = out.count
-        out.append(contentsOf: repeatElement(0, count: digits))
-        rest = value
-        var index = start + digits - 1
-        while rest > 0 {
-            out[index] = UInt8(ascii: "0") &+ UInt8(rest % 10)
-            rest /= 10
-            index -= 1
-        }
-    }
-
-    private static let hex = Array("0123456789abcdef".utf8)
-
-    /// An id's bytes as a JSON string body: printable ASCII as is (but `"` and `\`), every
-    /// other byte as \u00XX (ids that are not valid come here only in errors).
-    static func appendEscaped(_ bytes: UnsafeRawBufferPointer, to out: inout [UInt8]) {
-        let hex = Self.hex
-        for byte in bytes {
-            if byte >= 0x20 && byte < 0x7f && byte != UInt8(ascii: "\"") && byte != UInt8(ascii: "\\") {
-                out.append(byte)
-            } else {
-                out.append(contentsOf: #"\u00"#.utf8)
-                out.append(hex[Int(byte >> 4)])
-                out.append(hex[Int(byte & 15)])
-            }
-        }
-    }
-
-    /// The text of the last second formatted: most lines share it.
-    struct TimeCache {
-        var second: Int64 = -1
-        var text: [UInt8] = []
-    }
-
-    /// RFC 3339 UTC with microseconds: 2026-12-01T11:40:00.123456Z.
-    static func appendTime(_ unixNanos: Int64, to out: inout [UInt8], cache: inout TimeCache) {
-        let second = unixNanos / 1_000_000_000
-        let micros = Int((unixNanos % 1_000_000_000) / 1000)
-        if second != cache.second {
-            var text: [UInt8] = []
-            var seconds = time_t(second)
-            var parts = tm()
-            gmtime_r(&seconds, &parts)
-            func two(_ value: Int32) {
-                text.append(UInt8(ascii: "0") + UInt8(value / 10 % 10))
-                text.append(UInt8(ascii: "0") + UInt8(value % 10))
-            }
-            appendNumber(UInt64(max(0, parts.tm_year + 1900)), to: &text)
-            text.append(UInt8(ascii: "-"))
-            two(parts.tm_mon + 1)
-            text.append(UInt8(ascii: "-"))
-            two(parts.tm_mday)
-            text.append(UInt8(ascii: "T"))
-            two(parts.tm_hour)
-            text.append(UInt8(ascii: ":"))
-            two(parts.tm_min)
-            text.append(UInt8(ascii: ":"))
-            two(parts.tm_sec)
-            cache.second = second
-            cache.text = text
-        }
-        out.append(contentsOf: cache.text)
-        out.append(UInt8(ascii: "."))
-        var divisor = 100_000
-        while divisor > 0 {
-            out.append(UInt8(ascii: "0") + UInt8(micros / divisor % 10))
-            divisor /= 10
-        }
-        out.append(UInt8(ascii: "Z"))
-    }
 }
