@@ -6,9 +6,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Each step's header says how far into the run it starts (for CI's time budget).
+started=$SECONDS
+step() { echo "== [$(( (SECONDS - started) / 60 ))m$(( (SECONDS - started) % 60 ))s] $*"; }
+
 scripts/install-deps.sh
 scripts/gen-proto.sh --check
 
+step "build, tests included (a warning in this package's own code fails)"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 swift build --build-tests 2>&1 | tee "$log"
@@ -17,7 +22,7 @@ if grep -E "^$(pwd)/(Sources|Tests)/.*: warning:" "$log" | sort -u | grep .; the
     exit 1
 fi
 
-echo "== examples/swift-service: a package depending on this one by URL and version (AuthzClient)"
+step "examples/swift-service: a package depending on this one by URL and version (AuthzClient)"
 if ! examples/swift-service/build.sh >"$log" 2>&1; then
     cat "$log"
     echo "error: examples/swift-service does not build" >&2
@@ -26,7 +31,7 @@ fi
 tail -1 "$log"
 swift_service=$(swift build --package-path examples/swift-service --show-bin-path)/swift-service
 
-echo "== the wire contract from C: examples/c-client asks a real authzd"
+step "the wire contract from C: examples/c-client asks a real authzd"
 make -s -C examples/c-client
 bin=$(swift build --show-bin-path)
 scratch=$(mktemp -d)
@@ -53,23 +58,24 @@ authzd_pid=""
 [ ! -e "$scratch/authz.sock" ] || { echo "error: authzd left its socket behind" >&2; exit 1; }
 echo "authzd stopped cleanly on SIGTERM"
 
-echo "== the Python client (clients/python): generated code current, pytest against a real authzd"
+step "the Python client (clients/python): generated code current, pytest against a real authzd"
 AUTHZD=$bin/authzd AUTHZCTL=$bin/authzctl clients/python/test.sh
 
-echo "== load smoke: the C load generator against authzd, with reloads under load (bench/smoke.sh)"
+step "load smoke: the C load generator against authzd, with reloads under load (bench/smoke.sh)"
 bash bench/smoke.sh "$bin"
 
-echo "== swift test"
+step "swift test"
 swift test --skip-build
 
-echo "== the server tests again on the SwiftNIO transport (--transport nio)"
+step "the server tests again on the SwiftNIO transport (--transport nio)"
 AUTHZ_TEST_TRANSPORT=nio swift test --skip-build --filter AuthzServerTests
 
-echo "== timing requirements, each test alone on a quiet machine"
+step "timing requirements, each test alone on a quiet machine"
 AUTHZ_STRICT_TIMING=1 swift test --skip-build --filter "fourDaemonsOnOneDatabaseServeACommitWithin100ms"
 
-echo "== Kubernetes manifests validate (scripts/validate-manifests.sh)"
+step "Kubernetes manifests validate (scripts/validate-manifests.sh)"
 scripts/validate-manifests.sh
 
-echo "== the release tarball runs without the Swift toolchain (scripts/test-package.sh)"
+step "the release tarball runs without the Swift toolchain (scripts/test-package.sh)"
 scripts/test-package.sh
+step "done"
