@@ -46,16 +46,9 @@ public final class WorkspaceStore {
         guard !path.isEmpty else {
             throw StoreError(code: .notFound, message: "the database path is empty")
         }
-        switch FileStatus(path: path) {
-        case .file:
-            break
-        case .missing:
-            guard create else { throw StoreError(code: .notFound, message: "no database at \(path)") }
-        case .directory:
-            throw StoreError(code: .io, message: "\(path) is a directory, not a database file")
-        case .unavailable(let code, let message):
-            throw StoreError(code: .io, message: "cannot access \(path): \(message) (errno \(code))")
-        }
+        let status = FileStatus(path: path)
+        if status == .missing, !create { throw StoreError(code: .notFound, message: "no database at \(path)") }
+        try status.requireNotOther(path)
         let flags = SQLITE_OPEN_READWRITE | (create ? SQLITE_OPEN_CREATE : 0)
         let connection = try Connection.open(path: path, flags: flags)
         do {

@@ -553,6 +553,39 @@ struct StoreTests {
         #expect(try SnapshotLoader.readWorkspace(path: path) == (sampleWorkspace(), version))
     }
 
+    /// A FIFO at the database path used to hang the reloader thread: SQLite's open(2) of a
+    /// FIFO waits for a writer. Special files are refused before SQLite sees them, by the
+    /// loader, the version probe and the writer.
+    @Test(.timeLimit(.minutes(1))) func aFIFOASocketOrADeviceIsRefusedWithoutBlocking() throws {
+        let directory = try StoreScratchDirectory()
+        let fifo = directory.path("fifo.db")
+        #expect(mkfifo(fifo, 0o600) == 0)
+        let socketPath = directory.path("socket.db")
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        #expect(fd >= 0)
+        defer { close(fd) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { buffer in
+            for (index, byte) in socketPath.utf8.enumerated() where index < buffer.count - 1 { buffer[index] = byte }
+        }
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        #expect(bound == 0)
+        for (path, kind) in [(fifo, "a FIFO"), (socketPath, "a socket"), ("/dev/null", "a character device")] {
+            for error in [
+                storeError { try SnapshotLoader.load(path: path) },
+                storeError { try SnapshotLoader.readVersion(path: path) },
+                storeError { try VersionProbe(path: path).current() },
+                storeError { try WorkspaceStore.open(path: path) },
+            ] {
+                #expect(error?.code == .io)
+                #expect(error?.message == "\(path) is \(kind), not a database file")
+            }
+        }
+    }
+
     @Test func loaderNeverCreatesOrWrites() throws {
         let directory = try StoreScratchDirectory()
         let missing = directory.path("missing.db")
