@@ -355,8 +355,8 @@ public final class SnapshotReloader: Service, Sendable {
         var fallback: String?
         if deltaReloads, !forced, let served, let base = state.deltaBase, base.snapshot === served {
             do throws(StoreError) {
-                switch try SnapshotLoader.loadDelta(
-                    path: databasePath, base: served, baseFile: base.file, maxChanges: deltaMaxChanges)
+                switch try state.probe(databasePath).loadDelta(
+                    base: served, baseFile: base.file, maxChanges: deltaMaxChanges)
                 {
                 case .applied(let snapshot, let changes): delta = (snapshot, changes)
                 case .needsFull(let reason): fallback = reason

@@ -47,7 +47,13 @@ extension SnapshotLoader {
     public static func loadDelta(
         path: String, base: Snapshot, baseFile: DatabaseFileIdentity?, maxChanges: Int = defaultDeltaMaxChanges
     ) throws(StoreError) -> DeltaLoad {
-        let connection = try openReadOnly(path)
+        try loadDelta(connection: openReadOnly(path), path: path, base: base, baseFile: baseFile, maxChanges: maxChanges)
+    }
+
+    /// `loadDelta(path:base:baseFile:maxChanges:)` on an open read-only connection to `path`.
+    static func loadDelta(
+        connection: Connection, path: String, base: Snapshot, baseFile: DatabaseFileIdentity?, maxChanges: Int
+    ) throws(StoreError) -> DeltaLoad {
         guard let baseFile, DatabaseFileIdentity.of(path) == baseFile else {
             return .needsFull(reason: "the database file was replaced")
         }
