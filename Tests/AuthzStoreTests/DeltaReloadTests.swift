@@ -282,6 +282,66 @@ struct DeltaReloadTests {
         #expect(applied > commits / 3, "applied \(applied) of \(commits); fallbacks \(fallbacks)")
     }
 
+    /// A larger workspace: per-row commits through the store, and after each a random sample
+    /// of decisions and lookups from the delta-built snapshot against a full load.
+    @Test func aLargerWorkspaceAgreesOnARandomSample() throws {
+        let directory = try StoreScratchDirectory()
+        let path = directory.path("larger.sqlite")
+        let store = try WorkspaceStore.open(path: path)
+        var workspace = SyntheticWorkspace.generate(
+            SyntheticWorkspace.Parameters(users: 3000, groups: 300, projects: 1500, grantsPerProject: 8, assets: 40, seed: 5))
+        _ = try store.importWorkspace(workspace)
+        var base = try SnapshotLoader.load(path: path)
+        try #require(base.warnings.isEmpty)
+        let file = DatabaseFileIdentity.of(path)
+        var mutator = WorkspaceMutator(rng: SplitMix64(seed: 77))
+        var rng = SplitMix64(seed: 78)
+        var applied = 0
+        for step in 0 ..< 25 {
+            var next = workspace
+            for _ in 0 ..< 1 + step % 3 { mutator.mutate(&next, perRow: true) }
+            guard next != workspace, (try? store.importChanges(next, mode: .diff)) != nil else { continue }
+            workspace = next
+            let full = try SnapshotLoader.load(path: path)
+            guard case .applied(let snapshot, _) = try SnapshotLoader.loadDelta(path: path, base: base, baseFile: file) else {
+                Issue.record("step \(step): a per-row commit was not applied as a delta")
+                base = full
+                continue
+            }
+            applied += 1
+            var delta: [String] = []
+            var expected: [String] = []
+            for _ in 0 ..< 3000 {
+                let user = workspace.users[rng.below(workspace.users.count)].id
+                let project = workspace.projects[rng.below(workspace.projects.count)].id
+                let asset = workspace.assets[rng.below(workspace.assets.count)].id
+                for (target, snapshot) in [(0, snapshot), (1, full)] {
+                    let decision = snapshot.effectivePermission(user: user, project: project)
+                    let line = "\(user) \(project) \(decision.level) \(decision.reason) \(snapshot.explain(decision).map { "\($0.reason)/\($0.subject ?? "-")" }) "
+                        + "\(snapshot.canUse(user: user, asset: asset, project: project)) \(snapshot.canUse(user: user, asset: asset)) "
+                        + "\(snapshot.seatType(user: user)) \(snapshot.capabilities(user: user).rawValue)"
+                    if target == 0 { delta.append(line) } else { expected.append(line) }
+                }
+            }
+            for _ in 0 ..< 20 {
+                let user = workspace.users[rng.below(workspace.users.count)].id
+                let project = workspace.projects[rng.below(workspace.projects.count)].id
+                for (target, snapshot) in [(0, snapshot), (1, full)] {
+                    let line = "\((try? snapshot.listProjects(user: user, pageSize: 1000))?.entries.map { "\($0.index):\($0.level):\($0.reason)" } ?? []) "
+                        + "\((try? snapshot.listProjectAccess(project: project, pageSize: 1000))?.entries.map { "\($0.index):\($0.level):\($0.reason)" } ?? []) "
+                        + "\((try? snapshot.listAssets(user: user, project: project, pageSize: 1000))?.entries.map { "\($0.index):\($0.access):\($0.reason)" } ?? [])"
+                    if target == 0 { delta.append(line) } else { expected.append(line) }
+                }
+            }
+            let difference = firstDifference(delta, expected)
+            #expect(difference == nil, "step \(step): \(difference ?? "")")
+            #expect(snapshot.grantCount == full.grantCount && snapshot.version == full.version)
+            if difference != nil { return }
+            base = snapshot
+        }
+        #expect(applied >= 15)
+    }
+
     /// Each per-row kind of change alone is applied as a delta (not a full load), shares
     /// the tables it does not touch, and answers as a full load does.
     @Test func everyPerRowKindIsAppliedIncrementally() throws {
