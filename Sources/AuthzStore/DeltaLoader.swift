@@ -59,6 +59,12 @@ extension SnapshotLoader {
         }
         return try connection.transaction(.deferred) { () throws(StoreError) -> DeltaLoad in
             try connection.requireCurrentSchema()
+            // Each row change bumps the version by one: a gap wider than the limit is too many
+            // changes, known before reading them.
+            let version = try connection.snapshotVersion()
+            if version > base.version, version - base.version > UInt64(max(0, maxChanges)) {
+                return .needsFull(reason: "\(version - base.version) versions behind, more than \(maxChanges) row changes")
+            }
             guard let changes = try connection.changes(since: base.version) else {
                 return .needsFull(reason: "the change log does not reach back to version \(base.version)")
             }
