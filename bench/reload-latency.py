@@ -9,13 +9,17 @@ the new version, as text and JSON.
 
     bench/reload-latency.py --authzd .build/release/authzd --db DB --mode watch --commits 200
 
-The database is changed (a group's name is toggled): use a scratch copy.
+The database is changed (a group's name is toggled, or with --change grant the level of a
+random project grant): use a scratch copy. --reload-mode picks authzd's reload mode (delta or
+full); the reloader's load times (wall and thread CPU, from its log) and methods are reported
+with the latencies.
 """
 
 import argparse
 import json
 import os
 import random
+import re
 import socket
 import sqlite3
 import struct
@@ -112,6 +116,8 @@ def main():
     parser.add_argument("--gap-ms", type=float, default=20, help="pause after each change became visible (randomised ±50%%)")
     parser.add_argument("--probe-interval-ms", type=float, default=0,
                         help="pause between probing requests (0: back to back; use a few ms when a load takes long, so the probing does not compete with it)")
+    parser.add_argument("--change", choices=["group-name", "grant"], default="group-name")
+    parser.add_argument("--reload-mode", choices=["delta", "full"], default=None)
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--label", default="")
     args = parser.parse_args()
@@ -120,7 +126,9 @@ def main():
     sock_path = os.path.join(scratch, "authz.sock")
     flags = ["--no-watch", "--poll-interval", args.poll_interval] if args.mode == "poll" else ["--watch", "--poll-interval", "0"]
     log = open(os.path.join(scratch, "authzd.log"), "w")
-    daemon = subprocess.Popen([args.authzd, "--db", args.db, "--socket", sock_path, "--log-level", "warning"] + flags, stderr=log)
+    if args.reload_mode:
+        flags += ["--reload-mode", args.reload_mode]
+    daemon = subprocess.Popen([args.authzd, "--db", args.db, "--socket", sock_path, "--log-level", "info"] + flags, stderr=log)
     try:
         sock = None
         deadline = time.monotonic() + 120
@@ -135,12 +143,17 @@ def main():
                 time.sleep(0.05)
         db = sqlite3.connect(args.db, isolation_level=None)
         db.execute("PRAGMA busy_timeout = 5000")
+        max_grant = db.execute("SELECT max(pk) FROM project_grants").fetchone()[0] or 0
         call = 0
         latencies = []
         probes = 0
         for n in range(args.commits):
             db.execute("BEGIN IMMEDIATE")
-            db.execute("UPDATE groups SET name = CASE WHEN name LIKE '%~' THEN substr(name, 1, length(name) - 1) ELSE name || '~' END WHERE pk = (SELECT min(pk) FROM groups)")
+            if args.change == "grant":
+                db.execute("UPDATE project_grants SET level = CASE WHEN level = 'can_view' THEN 'can_edit' ELSE 'can_view' END "
+                           "WHERE pk = (SELECT min(pk) FROM project_grants WHERE pk >= ?)", (random.randint(1, max_grant),))
+            else:
+                db.execute("UPDATE groups SET name = CASE WHEN name LIKE '%~' THEN substr(name, 1, length(name) - 1) ELSE name || '~' END WHERE pk = (SELECT min(pk) FROM groups)")
             db.execute("COMMIT")
             committed = time.monotonic()
             target = db.execute("SELECT version FROM meta").fetchone()[0]
@@ -162,6 +175,16 @@ def main():
                 time.sleep(args.gap_ms / 1000 * random.uniform(0.5, 1.5))
             if (n + 1) % 50 == 0:
                 print(f"  {n + 1}/{args.commits} commits", file=sys.stderr)
+        time.sleep(0.5)
+        log.flush()
+        text = open(log.name).read()
+        loads = []
+        for line in text.splitlines():
+            if "reloaded the workspace snapshot" not in line:
+                continue
+            fields = dict(re.findall(r'([a-z-]+)=(\S+)', line))
+            if "load-us" in fields:
+                loads.append((fields.get("method", "full"), int(fields["load-us"]), int(fields.get("load-cpu-us", "0"))))
         values = sorted(v * 1000 for v in latencies)
         result = {
             "label": args.label, "mode": args.mode, "db": args.db, "commits": len(values),
@@ -169,9 +192,21 @@ def main():
             "p50_ms": percentile(values, 50), "p90_ms": percentile(values, 90),
             "p99_ms": percentile(values, 99), "max_ms": values[-1], "mean_ms": sum(values) / len(values),
             "probe_requests": probes, "probe_interval_ms": args.probe_interval_ms,
+            "change": args.change, "reload_mode": args.reload_mode,
+            "loads": len(loads), "load_methods": {m: sum(1 for x in loads if x[0] == m) for m in {x[0] for x in loads}},
         }
+        if loads:
+            wall = sorted(x[1] / 1000 for x in loads)
+            cpu = sorted(x[2] / 1000 for x in loads)
+            result.update({
+                "load_wall_p50_ms": percentile(wall, 50), "load_wall_p99_ms": percentile(wall, 99),
+                "load_cpu_p50_ms": percentile(cpu, 50), "load_cpu_p99_ms": percentile(cpu, 99), "load_cpu_max_ms": cpu[-1],
+            })
         print(f"{args.label or args.mode}: {len(values)} commits, change-to-visible "
               f"p50 {result['p50_ms']:.1f} ms, p90 {result['p90_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms, max {result['max_ms']:.1f} ms")
+        if loads:
+            print(f"{args.label or args.mode}: {len(loads)} loads {result['load_methods']}, load wall p50 {result['load_wall_p50_ms']:.2f} ms "
+                  f"p99 {result['load_wall_p99_ms']:.2f} ms, load CPU p50 {result['load_cpu_p50_ms']:.2f} ms p99 {result['load_cpu_p99_ms']:.2f} ms")
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(result, f, indent=2)

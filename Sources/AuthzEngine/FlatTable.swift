@@ -17,6 +17,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import Synchronization
 
 /// An immutable array of trivial (plain-data) values in huge-page-friendly memory.
 ///
@@ -46,7 +47,11 @@ final class FlatTable<Element>: @unchecked Sendable {
         var reserved = bytes
         var mapped = false
         #if canImport(Glibc)
-        if bytes >= Self.mappingThreshold {
+        if bytes >= Self.mappingThreshold, let reused = MappingPool.take((bytes + Self.hugePageSize - 1) / Self.hugePageSize * Self.hugePageSize) {
+            base = reused
+            reserved = (bytes + Self.hugePageSize - 1) / Self.hugePageSize * Self.hugePageSize
+            mapped = true
+        } else if bytes >= Self.mappingThreshold {
             let huge = Self.hugePageSize
             let size = (bytes + huge - 1) / huge * huge
             // Over-map by one huge page so a 2 MiB-aligned range of `size` bytes fits, then
@@ -93,7 +98,9 @@ final class FlatTable<Element>: @unchecked Sendable {
     deinit {
         #if canImport(Glibc)
         if mapped {
-            munmap(UnsafeMutableRawPointer(base), reservedBytes)
+            if !MappingPool.give(UnsafeMutableRawPointer(base), reservedBytes) {
+                munmap(UnsafeMutableRawPointer(base), reservedBytes)
+            }
             return
         }
         #endif
@@ -121,4 +128,35 @@ final class FlatTable<Element>: @unchecked Sendable {
     /// The elements as a read-only buffer.
     @inline(__always)
     var buffer: UnsafeBufferPointer<Element> { UnsafeBufferPointer(start: base, count: count) }
+}
+
+/// Mappings of freed tables, kept (up to `limit` bytes) for the next tables of the same size.
+/// A delta reload (SnapshotDelta.swift) rebuilds the same few tables each time and frees the
+/// previous copies first: reusing their mappings, already backed by (huge) pages, spares the
+/// kernel faulting in and zeroing fresh ones, which was the largest part of a delta's CPU
+/// time. A reused mapping holds stale bytes; every table initialises all of its elements.
+enum MappingPool {
+    /// Bytes kept at most.
+    static let limit = 32 << 20
+
+    /// Free mappings: (address, reserved bytes).
+    private static let free = Mutex<[(address: UInt, bytes: Int)]>([])
+
+    /// A kept mapping of exactly `bytes` (a multiple of the huge page size), or nil.
+    static func take(_ bytes: Int) -> UnsafeMutableRawPointer? {
+        let address = free.withLock { free -> UInt? in
+            guard let index = free.lastIndex(where: { $0.bytes == bytes }) else { return nil }
+            return free.remove(at: index).address
+        }
+        return address.flatMap { UnsafeMutableRawPointer(bitPattern: $0) }
+    }
+
+    /// Keeps a mapping for reuse; false (the caller unmaps it) when the pool is full.
+    static func give(_ base: UnsafeMutableRawPointer, _ bytes: Int) -> Bool {
+        free.withLock { free in
+            guard free.reduce(0, { $0 + $1.bytes }) + bytes <= limit else { return false }
+            free.append((UInt(bitPattern: base), bytes))
+            return true
+        }
+    }
 }

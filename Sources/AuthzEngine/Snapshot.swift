@@ -108,6 +108,13 @@ public final class Snapshot: Sendable {
 
     /// Grants as given in the workspace (before merging duplicates).
     public let grantCount: Int
+    /// Per project: its grants as given (before merging duplicates), so a delta can keep
+    /// `grantCount` exact.
+    let projectGrantCounts: FlatTable<Int32>
+
+    /// The settings a user's role derives from (RULES.md §2), kept so a delta can resolve
+    /// the role of a changed user exactly as the build does (SnapshotDelta.swift).
+    let roleRules: RoleRules
 
     public var userCount: Int { userIds.count }
     public var groupCount: Int { groupIds.count }
@@ -119,6 +126,54 @@ public final class Snapshot: Sendable {
     }
 
     // MARK: - Building
+
+    /// A snapshot from its parts (a delta's: SnapshotDelta.swift). Tables passed on from
+    /// another snapshot are shared with it, not copied.
+    init(
+        version: UInt64, plan: Plan, viewerSeatsPaid: Bool, warnings: [String],
+        userIds: IdIndex, groupIds: IdIndex, assetIds: IdIndex, projectIds: IdIndex,
+        users: FlatTable<UserRecord>, userGroups: FlatTable<Int32>,
+        assets: FlatTable<AssetRecord>, assetGroups: FlatTable<Int32>,
+        projects: FlatTable<ProjectRecord>, userGrants: FlatTable<UInt32>, groupGrants: FlatTable<UInt32>,
+        projectAssets: FlatTable<Int32>,
+        userProjectStart: FlatTable<Int32>, userProjects: FlatTable<UInt32>,
+        groupProjectStart: FlatTable<Int32>, groupProjects: FlatTable<Int32>,
+        groupMemberStart: FlatTable<Int32>, groupMembers: FlatTable<Int32>,
+        workspaceSharedStart: FlatTable<Int32>, workspaceShared: FlatTable<Int32>,
+        publicShared: FlatTable<Int32>, admins: FlatTable<Int32>,
+        grantCount: Int, projectGrantCounts: FlatTable<Int32>, roleRules: RoleRules
+    ) {
+        Self.live.add(1, ordering: .relaxed)
+        self.version = version
+        self.plan = plan
+        self.viewerSeatsPaid = viewerSeatsPaid
+        self.warnings = warnings
+        self.userIds = userIds
+        self.groupIds = groupIds
+        self.assetIds = assetIds
+        self.projectIds = projectIds
+        self.users = users
+        self.userGroups = userGroups
+        self.assets = assets
+        self.assetGroups = assetGroups
+        self.projects = projects
+        self.userGrants = userGrants
+        self.groupGrants = groupGrants
+        self.projectAssets = projectAssets
+        self.userProjectStart = userProjectStart
+        self.userProjects = userProjects
+        self.groupProjectStart = groupProjectStart
+        self.groupProjects = groupProjects
+        self.groupMemberStart = groupMemberStart
+        self.groupMembers = groupMembers
+        self.workspaceSharedStart = workspaceSharedStart
+        self.workspaceShared = workspaceShared
+        self.publicShared = publicShared
+        self.admins = admins
+        self.grantCount = grantCount
+        self.projectGrantCounts = projectGrantCounts
+        self.roleRules = roleRules
+    }
 
     /// Builds the snapshot. The workspace is expected to be valid (AuthzDocument validates
     /// documents and the store validates imports), but the build never traps on bad data:
@@ -181,18 +236,10 @@ public final class Snapshot: Sendable {
         self.userGroups = FlatTable(userGroups)
 
         // Roles (RULES.md §2).
-        var mappedRole = [Int8](repeating: -1, count: groupCount)
-        let sync = settings.directorySync
-        for (i, mapping) in sync.roleMappings.enumerated() {
-            let g = groupIds.lookup(mapping.group)
-            if g < 0 {
-                warnings.append("workspace.directory_sync.role_mappings[\(i)].group: unknown group '\(mapping.group)' skipped")
-                continue
-            }
-            mappedRole[Int(g)] = max(mappedRole[Int(g)], Int8(mapping.role.rawValue))
+        let roleRules = RoleRules(settings: settings, groupIds: groupIds) { i, group in
+            warnings.append("workspace.directory_sync.role_mappings[\(i)].group: unknown group '\(group)' skipped")
         }
-        let allowedDomains = Set(settings.allowedDomains.map { Self.lowercasedASCII($0) })
-        let defaultDomainRole = settings.defaultDomainRole
+        self.roleRules = roleRules
         var userRecords = [UserRecord](repeating: UserRecord(), count: userCount)
         for u in 0 ..< userCount {
             userRecords[u].groupStart = userGroupStart[u]
@@ -202,42 +249,17 @@ public final class Snapshot: Sendable {
         for (position, user) in workspace.users.enumerated() {
             let u = Int(users.indexOf[position])
             guard u >= 0 else { continue }
-            userRecords[u].active = user.active
-            var role: Role
-            var source: RoleSource
-            if user.origin == .directory {
-                if sync.enabled, sync.roleSync {
-                    var best: Int8 = -1
-                    for k in Int(userGroupStart[u]) ..< Int(userGroupStart[u + 1]) {
-                        best = max(best, mappedRole[Int(userGroups[k])])
-                    }
-                    if best >= 0, let mapped = Role(rawValue: UInt8(best)) {
-                        (role, source) = (mapped, .directoryMapping)
-                    } else {
-                        (role, source) = (.viewer, .directoryDefault)
-                    }
-                    if user.role != nil {
-                        warnings.append("users[\(position)].role: explicit role of directory user '\(user.id)' ignored while role sync is on")
-                    }
-                } else if let explicit = user.role {
-                    (role, source) = (explicit, .explicit)
-                } else {
-                    (role, source) = (.viewer, .directoryDefault)
-                }
-            } else if let explicit = user.role {
-                (role, source) = (explicit, .explicit)
-            } else if allowedDomains.contains(Self.emailDomain(user.email)) {
-                (role, source) = (defaultDomainRole, .domainDefault)
-            } else {
-                (role, source) = (.guest, .inviteDefault)
+            let resolved = roleRules.resolve(user, groups: userGroups[Int(userGroupStart[u]) ..< Int(userGroupStart[u + 1])])
+            if resolved.explicitIgnored {
+                warnings.append("users[\(position)].role: explicit role of directory user '\(user.id)' ignored while role sync is on")
             }
-            if role == .explorer, !plan.hasExplorerRole {
-                role = .viewer
-                userRecords[u].planDowngrade = true
+            if resolved.planDowngrade {
                 warnings.append("users[\(position)]: role explorer of '\(user.id)' downgraded to viewer: plan \(plan.name) has no Explorer role")
             }
-            userRecords[u].role = role
-            userRecords[u].roleSource = source
+            userRecords[u].active = user.active
+            userRecords[u].role = resolved.role
+            userRecords[u].roleSource = resolved.source
+            userRecords[u].planDowngrade = resolved.planDowngrade
         }
         self.users = FlatTable(userRecords)
 
@@ -276,9 +298,11 @@ public final class Snapshot: Sendable {
         var groupGrantPairs: [UInt64] = []
         var projectAssetPairs: [UInt64] = []
         var grantCount = 0
+        var projectGrantCounts = [Int32](repeating: 0, count: projectCount)
         for (position, project) in workspace.projects.enumerated() {
             let p = Int(projects.indexOf[position])
             guard p >= 0 else { continue }
+            projectGrantCounts[p] = Int32(clamping: project.grants.count)
             if let owner = project.owner {
                 let u = userIds.lookup(owner)
                 if u < 0 { warnings.append("projects[\(position)].owner: unknown user '\(owner)' ignored") }
@@ -318,6 +342,7 @@ public final class Snapshot: Sendable {
             }
         }
         self.grantCount = grantCount
+        self.projectGrantCounts = FlatTable(projectGrantCounts)
         let (userGrantStart, userGrants) = Self.grantCSR(pairs: &userGrantPairs, rows: projectCount)
         let (groupGrantStart, groupGrants) = Self.grantCSR(pairs: &groupGrantPairs, rows: projectCount)
         let (projectAssetStart, projectAssets) = Self.csr(pairs: &projectAssetPairs, rows: projectCount)
@@ -889,7 +914,9 @@ public final class Snapshot: Sendable {
 
     // MARK: - Footprint
 
-    /// Approximate heap bytes held by the snapshot's tables.
+    /// Approximate heap bytes held by the snapshot's tables. A snapshot built by a delta
+    /// shares its unchanged tables with the snapshot it was built from: each snapshot's
+    /// footprint counts them, so two live snapshots' footprints overstate the memory held.
     public var footprint: Int {
         userIds.footprint + groupIds.footprint + assetIds.footprint + projectIds.footprint
             + users.footprint + userGroups.footprint + assets.footprint + assetGroups.footprint
@@ -897,5 +924,6 @@ public final class Snapshot: Sendable {
             + userProjectStart.footprint + userProjects.footprint + groupProjectStart.footprint
             + groupProjects.footprint + groupMemberStart.footprint + groupMembers.footprint
             + workspaceSharedStart.footprint + workspaceShared.footprint + publicShared.footprint + admins.footprint
+            + projectGrantCounts.footprint
     }
 }

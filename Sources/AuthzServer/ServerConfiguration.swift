@@ -51,6 +51,12 @@ public struct ServerConfiguration: Sendable, Equatable {
     /// After the first file event of a burst, wait this long before checking (coalesces
     /// the events of one commit, and commits in quick succession).
     public var reloadDebounce: Duration
+    /// How a changed database is loaded: `delta` (the default) applies the logged changes to
+    /// the snapshot in service when it can and loads everything otherwise; `full` always
+    /// loads everything.
+    public var reloadMode: ReloadMode
+    /// A delta reload applies at most this many logged row changes; more load everything.
+    public var deltaMaxChanges: Int
     /// When loads have been failing for longer than this while an older snapshot is in
     /// service, checks answer UNAVAILABLE instead (fail closed); nil = serve the last good
     /// snapshot indefinitely.
@@ -75,6 +81,8 @@ public struct ServerConfiguration: Sendable, Equatable {
     public static let defaultEventLoops = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
     public static let defaultPollInterval: Duration = .seconds(1)
     public static let defaultReloadDebounce: Duration = .milliseconds(5)
+    /// The most logged row changes a delta reload applies (more load everything).
+    public static let defaultDeltaMaxChanges = 10_000
     public static let defaultDeadline: Duration = .seconds(1)
     /// No request waits longer than this for a newer snapshot, whatever its `deadline_ms`.
     public static let maxDeadline: Duration = .seconds(60)
@@ -99,6 +107,8 @@ public struct ServerConfiguration: Sendable, Equatable {
         watchDatabase: Bool = true,
         pollInterval: Duration? = ServerConfiguration.defaultPollInterval,
         reloadDebounce: Duration = ServerConfiguration.defaultReloadDebounce,
+        reloadMode: ReloadMode = .delta,
+        deltaMaxChanges: Int = ServerConfiguration.defaultDeltaMaxChanges,
         maxStaleness: Duration? = nil,
         defaultDeadline: Duration = ServerConfiguration.defaultDeadline,
         metricsListen: MetricsAddress? = nil,
@@ -123,6 +133,8 @@ public struct ServerConfiguration: Sendable, Equatable {
         self.watchDatabase = watchDatabase
         self.pollInterval = pollInterval
         self.reloadDebounce = reloadDebounce
+        self.reloadMode = reloadMode
+        self.deltaMaxChanges = deltaMaxChanges
         self.maxStaleness = maxStaleness
         self.defaultDeadline = defaultDeadline
         self.metricsListen = metricsListen
@@ -158,6 +170,7 @@ public struct ServerConfiguration: Sendable, Equatable {
         if reloadDebounce < .zero || reloadDebounce > .seconds(10) {
             problems.append("the reload debounce must be between 0 and 10s")
         }
+        if deltaMaxChanges < 0 { problems.append("the delta reload's change limit must not be negative") }
         if let maxStaleness, maxStaleness <= .zero { problems.append("the max staleness must be positive (or none)") }
         if defaultDeadline < .zero || defaultDeadline > Self.maxDeadline {
             problems.append("the default deadline must be between 0 and \(Self.maxDeadline)")
@@ -213,6 +226,16 @@ public enum MetricsAddress: Sendable, Hashable, CustomStringConvertible {
         case .unix(let path): path
         }
     }
+}
+
+/// How the reloader loads a changed database.
+public enum ReloadMode: String, Sendable, Hashable, CaseIterable {
+    /// Apply the changes logged since the snapshot in service to it (sharing every table they
+    /// do not touch); load everything when the log cannot say (the first load, a replaced
+    /// file, a gap in the log, too many changes, a settings or entity change).
+    case delta
+    /// Always load everything.
+    case full
 }
 
 /// How the server serves connections.
@@ -292,6 +315,7 @@ public struct DaemonSettings: Sendable, Equatable {
         case watch
         case pollInterval = "poll-interval"
         case reloadDebounce = "reload-debounce"
+        case reloadMode = "reload-mode"
         case maxStaleness = "max-staleness"
         case defaultDeadline = "default-deadline"
         case logLevel = "log-level"
@@ -379,6 +403,9 @@ public struct DaemonSettings: Sendable, Equatable {
         }
         if let debounce = parse(.reloadDebounce, "a duration such as 5ms", Self.parseDuration) {
             server.reloadDebounce = debounce
+        }
+        if let mode = parse(.reloadMode, "a reload mode (delta, full)", { ReloadMode(rawValue: $0.lowercased()) }) {
+            server.reloadMode = mode
         }
         if let staleness = parse(.maxStaleness, "a duration such as 30s, 5m or 0 (off)", Self.parseDuration) {
             server.maxStaleness = staleness == .zero ? nil : staleness

@@ -53,6 +53,24 @@ public final class SnapshotHolder: Sendable {
 
     private let inner: Mutex<Inner>
     private let attempts = Mutex(SnapshotLoadStatistics())
+    /// The snapshot `load(databasePath:)` installed and the file it was read from
+    /// (identified before the read): a reloader may apply deltas to it. Weak: it says
+    /// nothing once that snapshot is gone.
+    private let initialLoad = Mutex(InitialLoad())
+
+    struct InitialLoad {
+        weak var snapshot: Snapshot?
+        var file: DatabaseFileIdentity?
+    }
+
+    /// The snapshot `load(databasePath:)` installed, if it is still alive, and the file it
+    /// was read from.
+    var initialSnapshotFile: (snapshot: Snapshot, file: DatabaseFileIdentity)? {
+        initialLoad.withLock { load in
+            guard let snapshot = load.snapshot, let file = load.file else { return nil }
+            return (snapshot, file)
+        }
+    }
     /// `failingSinceUnixMs` (0 = not failing), readable without the lock by the request
     /// path's fail-closed check.
     private let failingSince = Atomic<UInt64>(0)
@@ -147,10 +165,13 @@ public final class SnapshotHolder: Sendable {
     @discardableResult
     public func load(databasePath: String) -> Result<Snapshot, StoreError> {
         let started = ContinuousClock.now
+        let file = DatabaseFileIdentity.of(databasePath)
         do throws(StoreError) {
             let snapshot = try SnapshotLoader.load(path: databasePath)
+            initialLoad.withLock { $0 = InitialLoad(snapshot: snapshot, file: file) }
             install(snapshot)
             recordAttempt(.initial, .success, duration: ContinuousClock.now - started)
+            recordMethod(.full)
             return .success(snapshot)
         } catch {
             recordLoadFailure(error.description)
@@ -163,6 +184,12 @@ public final class SnapshotHolder: Sendable {
     /// load's.
     public func recordAttempt(_ kind: SnapshotLoadKind, _ result: SnapshotLoadResult, duration: Duration? = nil) {
         attempts.withLock { $0.record(kind, result, duration: duration) }
+    }
+
+    /// Counts how a successful load built its snapshot (for metrics and Status-like
+    /// introspection); `fellBack`: a delta was tried and a full load done instead.
+    public func recordMethod(_ method: SnapshotLoadMethod, fellBack: Bool = false) {
+        attempts.withLock { $0.recordMethod(method, fellBack: fellBack) }
     }
 
     /// The checks and loads counted so far.
@@ -248,10 +275,36 @@ public enum SnapshotLoadResult: String, Sendable, CaseIterable {
     case unchanged
 }
 
+/// How a successful load built its snapshot.
+public enum SnapshotLoadMethod: String, Sendable, CaseIterable {
+    /// Everything read from the database.
+    case full
+    /// The snapshot in service plus the rows logged as changed since (`--reload-mode delta`).
+    case delta
+}
+
 /// Counts of checks and loads by kind and result, and the durations of the latest
 /// successful loads.
 public struct SnapshotLoadStatistics: Sendable, Equatable {
     private var counts = [UInt64](repeating: 0, count: SnapshotLoadKind.allCases.count * SnapshotLoadResult.allCases.count)
+    /// Successful loads by method (`full`, `delta`).
+    public private(set) var fullLoads: UInt64 = 0
+    public private(set) var deltaLoads: UInt64 = 0
+    /// Delta reloads tried that loaded everything instead (the log did not cover the gap,
+    /// too many changes, a change the delta does not apply...).
+    public private(set) var deltaFallbacks: UInt64 = 0
+    /// The method of the latest successful load.
+    public private(set) var lastMethod: SnapshotLoadMethod?
+
+    /// Counts the method of a successful load (`fellBack`: a delta was tried first).
+    mutating func recordMethod(_ method: SnapshotLoadMethod, fellBack: Bool) {
+        switch method {
+        case .full: fullLoads += 1
+        case .delta: deltaLoads += 1
+        }
+        if fellBack { deltaFallbacks += 1 }
+        lastMethod = method
+    }
     /// Successful loads timed so far (numbered 1, 2, …).
     public private(set) var timedLoads: UInt64 = 0
     /// The durations of the latest `recentLimit` timed loads, oldest first.

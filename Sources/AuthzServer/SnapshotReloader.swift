@@ -59,7 +59,8 @@ public struct ReloadOutcome: Sendable {
 /// graceful shutdown or cancellation.
 public final class SnapshotReloader: Service, Sendable {
     /// Builds a snapshot from the database at a path (`SnapshotLoader.load` by default;
-    /// tests inject faults here).
+    /// tests inject faults here). An injected loader turns delta reloads off: every load
+    /// goes through it.
     public typealias Loader = @Sendable (String) throws(StoreError) -> Snapshot
 
     /// Counters, for Status-like introspection and tests.
@@ -92,6 +93,10 @@ public final class SnapshotReloader: Service, Sendable {
     private let snapshots: SnapshotHolder
     private let logger: Logger
     private let loader: Loader
+    /// Whether a changed database is first tried as a delta (`--reload-mode delta`, and no
+    /// injected loader).
+    private let deltaReloads: Bool
+    private let deltaMaxChanges: Int
     private let watch: Bool
     private let pollInterval: Duration?
     private let debounce: Duration
@@ -105,18 +110,25 @@ public final class SnapshotReloader: Service, Sendable {
     ///   - configuration: `databasePath`, `watchDatabase`, `pollInterval`, `reloadDebounce`.
     ///   - snapshots: the holder to keep current.
     ///   - retryBackoff: the first and the longest wait before retrying a failed load.
-    ///   - loader: how snapshots are built.
+    ///   - loader: how snapshots are built (nil: `SnapshotLoader.load`, and delta reloads
+    ///     as `configuration.reloadMode` says).
     public init(
         configuration: ServerConfiguration,
         snapshots: SnapshotHolder,
         logger: Logger = Logger(label: "authzd.reload"),
         retryBackoff: (initial: Duration, max: Duration) = (.milliseconds(100), .seconds(5)),
-        loader: @escaping Loader = { path throws(StoreError) in try SnapshotLoader.load(path: path) }
+        loader: Loader? = nil
     ) {
         self.databasePath = configuration.databasePath
         self.snapshots = snapshots
         self.logger = logger
-        self.loader = loader
+        if let loader {
+            self.loader = loader
+        } else {
+            self.loader = { path throws(StoreError) in try SnapshotLoader.load(path: path) }
+        }
+        self.deltaReloads = loader == nil && configuration.reloadMode == .delta
+        self.deltaMaxChanges = configuration.deltaMaxChanges
         self.watch = configuration.watchDatabase
         self.pollInterval = configuration.pollInterval
         self.debounce = configuration.reloadDebounce
@@ -244,6 +256,9 @@ public final class SnapshotReloader: Service, Sendable {
         defer { watcher?.close() }
         started.succeed()
         state.servedFile = snapshots.snapshot == nil ? nil : DatabaseFile.identity(databasePath)
+        if let initial = snapshots.initialSnapshotFile, initial.snapshot === snapshots.snapshot {
+            state.deltaBase = initial  // the snapshot loaded before serving, and its file
+        }
         // Catch up at once with anything that happened before the loop ran.
         state.checkDue = true
 
@@ -333,17 +348,42 @@ public final class SnapshotReloader: Service, Sendable {
         shared.withLock { $0.statistics.loads += 1 }
         waitForRetired(&state)
         let started = ContinuousClock.now
+        let startedCPU = Self.threadCPUNanoseconds()
+        // A delta needs the snapshot in service to be the one this loop installed last (so
+        // its file is known) and not a forced load (SIGHUP, Reload: everything is read).
+        var delta: (snapshot: Snapshot, changes: Int)?
+        var fallback: String?
+        if deltaReloads, !forced, let served, let base = state.deltaBase, base.snapshot === served {
+            do throws(StoreError) {
+                switch try state.probe(databasePath).loadDelta(
+                    base: served, baseFile: base.file, maxChanges: deltaMaxChanges)
+                {
+                case .applied(let snapshot, let changes): delta = (snapshot, changes)
+                case .needsFull(let reason): fallback = reason
+                }
+            } catch {
+                snapshots.recordAttempt(kind, .failure)
+                return failed(&state, error, served: served, forced: forced)
+            }
+        }
         let snapshot: Snapshot
-        do throws(StoreError) {
-            snapshot = try loader(databasePath)
-        } catch {
-            snapshots.recordAttempt(kind, .failure)
-            return failed(&state, error, served: served, forced: forced)
+        if let delta {
+            snapshot = delta.snapshot
+        } else {
+            do throws(StoreError) {
+                snapshot = try loader(databasePath)
+            } catch {
+                snapshots.recordAttempt(kind, .failure)
+                return failed(&state, error, served: served, forced: forced)
+            }
         }
         let elapsed = ContinuousClock.now - started
+        let cpu = Self.threadCPUNanoseconds() &- startedCPU
         let previous = snapshots.install(snapshot)
         snapshots.recordAttempt(kind, .success, duration: elapsed)
+        snapshots.recordMethod(delta == nil ? .full : .delta, fellBack: fallback != nil)
         state.servedFile = file
+        state.deltaBase = file.map { (snapshot, DatabaseFileIdentity(device: $0.device, inode: $0.inode)) }
         let wasFailing = state.retryAt != nil
         state.healthy(initialBackoff)
         if let previous { state.retired.append(previous) }
@@ -351,7 +391,12 @@ public final class SnapshotReloader: Service, Sendable {
             "snapshot-version": "\(snapshot.version)",
             "previous-version": "\(previous.map { String($0.version) } ?? "none")",
             "load-ms": "\(elapsed.milliseconds())",
+            "load-us": "\(elapsed.wholeNanoseconds / 1000)",
+            "load-cpu-us": "\(cpu / 1000)",
+            "method": "\(delta == nil ? "full" : "delta")",
         ]
+        if let delta { metadata["changes"] = "\(delta.changes)" }
+        if let fallback { metadata["full-because"] = "\(fallback)" }
         if forced { metadata["forced"] = "true" }
         if let previous, snapshot.version < previous.version {
             logger.notice("loaded an OLDER snapshot version: the database was replaced", metadata: metadata)
@@ -516,6 +561,13 @@ public final class SnapshotReloader: Service, Sendable {
         return (descriptors[0].revents != 0, descriptors.count > 1 && descriptors[1].revents != 0)
     }
 
+    /// CPU time consumed by the calling thread so far.
+    static func threadCPUNanoseconds() -> UInt64 {
+        var time = timespec()
+        guard clock_gettime(CLOCK_THREAD_CPUTIME_ID, &time) == 0 else { return 0 }
+        return UInt64(time.tv_sec) &* 1_000_000_000 &+ UInt64(time.tv_nsec)
+    }
+
     /// The reloader thread's nice value (0 = normal; 19 = lowest).
     static let threadNiceness: Int32 = 10
 
@@ -536,6 +588,9 @@ private struct LoopState {
     var backoff: Duration
     /// The database file the snapshot in service came from.
     var servedFile: DatabaseFile?
+    /// The snapshot this loop installed last and the file it came from (identified before
+    /// the load began): what a delta reload starts from.
+    var deltaBase: (snapshot: Snapshot, file: DatabaseFileIdentity)?
     /// Replaced snapshots, released by this thread once nothing else holds them (so the
     /// last reference never drops, freeing a whole snapshot, on an event loop).
     var retired: [Snapshot] = []

@@ -96,6 +96,22 @@ public final class VersionProbe: Sendable {
             try state.current()
         }
     }
+
+    /// `SnapshotLoader.loadDelta` on the probe's connection (kept open between calls, so a
+    /// delta reload neither opens the file nor parses its schema again).
+    public func loadDelta(
+        base: Snapshot, baseFile: DatabaseFileIdentity?, maxChanges: Int = SnapshotLoader.defaultDeltaMaxChanges
+    ) throws(StoreError) -> DeltaLoad {
+        let path = path
+        return try state.withLock { (state: inout ProbeState) throws(StoreError) -> DeltaLoad in
+            _ = try state.current()  // (re)opens the connection for the file at the path now
+            guard let connection = state.openConnection else {
+                throw StoreError(code: .io, message: "\(path): the probe has no open connection")
+            }
+            return try SnapshotLoader.loadDelta(
+                connection: connection, path: path, base: base, baseFile: baseFile, maxChanges: maxChanges)
+        }
+    }
 }
 
 /// The probe's connection state, guarded by the probe's mutex.
@@ -108,6 +124,9 @@ struct ProbeState: ~Copyable {
     init(path: String) {
         self.path = path
     }
+
+    /// The open connection, if any.
+    var openConnection: Connection? { connection }
 
     mutating func current() throws(StoreError) -> UInt64 {
         let status = try FileStatus.requireFile(path)

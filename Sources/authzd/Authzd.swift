@@ -26,16 +26,20 @@ struct Authzd: AsyncParsableCommand {
             Every option can also be set with an environment variable, named after the flag: \
             AUTHZD_SOCKET, AUTHZD_SOCKET_MODE, AUTHZD_SOCKET_GROUP, AUTHZD_DB, AUTHZD_REQUIRE_DATABASE, \
             AUTHZD_MAX_FRAME_SIZE, AUTHZD_MAX_BATCH_SIZE, AUTHZD_MAX_CONNECTIONS, AUTHZD_IDLE_TIMEOUT, \
-            AUTHZD_SHUTDOWN_GRACE_PERIOD, AUTHZD_TRANSPORT, AUTHZD_EVENT_LOOPS, AUTHZD_WATCH, AUTHZD_POLL_INTERVAL, AUTHZD_RELOAD_DEBOUNCE, \
+            AUTHZD_SHUTDOWN_GRACE_PERIOD, AUTHZD_TRANSPORT, AUTHZD_EVENT_LOOPS, AUTHZD_WATCH, AUTHZD_POLL_INTERVAL, AUTHZD_RELOAD_DEBOUNCE, AUTHZD_RELOAD_MODE, \
             AUTHZD_MAX_STALENESS, AUTHZD_DEFAULT_DEADLINE, AUTHZD_LOG_LEVEL, AUTHZD_LOG_FORMAT, \
             AUTHZD_METRICS_LISTEN. A flag \
             wins over its variable. Durations take a unit: 500ms, 10s (the default unit), 5m, 1h.
 
             Hot reload: the database's directory (and that of every symlink on its path) is \
             watched (inotify) and the snapshot version polled every --poll-interval; a change is \
-            loaded off the request path and swapped in atomically. SIGHUP, or `authzctl reload \
+            loaded off the request path and swapped in atomically: with --reload-mode delta (the \
+            default) only the rows logged as changed since the snapshot in service are read and \
+            applied to it; the first load, a replaced file, a gap in the change log, a settings \
+            change, an added or removed entity or more than 10000 changes load everything, as \
+            --reload-mode full always does. SIGHUP, or `authzctl reload \
             --socket PATH` (the Reload call, allowed to this daemon's Unix user and root), forces \
-            a reload; requests arriving while one is queued or running share the next load. A \
+            a full reload; requests arriving while one is queued or running share the next load. A \
             failed load keeps the last good snapshot, is logged once, shown by Status and retried \
             with backoff.
 
@@ -97,6 +101,12 @@ struct Authzd: AsyncParsableCommand {
 
     @Option(help: ArgumentHelp("Wait this long after a file event before checking (default 5ms).", valueName: "duration"))
     var reloadDebounce: String?
+
+    @Option(
+        help: ArgumentHelp(
+            "delta: apply the logged changes to the snapshot in service when possible; full: always load everything (default delta).",
+            valueName: "mode"))
+    var reloadMode: String?
 
     @Option(
         help: ArgumentHelp(
@@ -237,6 +247,7 @@ struct Authzd: AsyncParsableCommand {
         flags[.watch] = watch.map { $0 ? "true" : "false" }
         flags[.pollInterval] = pollInterval
         flags[.reloadDebounce] = reloadDebounce
+        flags[.reloadMode] = reloadMode
         flags[.maxStaleness] = maxStaleness
         flags[.defaultDeadline] = defaultDeadline
         flags[.logLevel] = logLevel

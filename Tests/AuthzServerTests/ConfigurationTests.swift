@@ -92,6 +92,21 @@ struct ConfigurationTests {
         #expect(flagsWin.pollInterval == .seconds(2))
         #expect(flagsWin.maxStaleness == nil, "0 turns fail-closed off")
 
+        #expect(defaults.reloadMode == .delta, "delta reloads are the default")
+        #expect(defaults.deltaMaxChanges == ServerConfiguration.defaultDeltaMaxChanges)
+        let full = try DaemonSettings.resolve(flags: [.socket: "s", .db: "d"], environment: ["AUTHZD_RELOAD_MODE": "full"]).server
+        #expect(full.reloadMode == .full)
+        let flagWins = try DaemonSettings.resolve(
+            flags: [.socket: "s", .db: "d", .reloadMode: "Delta"], environment: ["AUTHZD_RELOAD_MODE": "full"]
+        ).server
+        #expect(flagWins.reloadMode == .delta)
+        do {
+            _ = try DaemonSettings.resolve(flags: [.socket: "s", .db: "d", .reloadMode: "partial"], environment: [:])
+            Issue.record("an unknown reload mode was accepted")
+        } catch {
+            #expect(error.problems.joined(separator: "\n").contains("--reload-mode: 'partial' is not a reload mode"))
+        }
+
         do {
             _ = try DaemonSettings.resolve(flags: [.socket: "s", .db: "d", .transport: "uring"], environment: [:])
             Issue.record("an unknown transport was accepted")

@@ -133,6 +133,43 @@ struct ChangeNotificationTests {
         }
     }
 
+    @Test(arguments: [ReloadMode.delta, .full])
+    func reloadsAreDeltaByDefaultAndReportTheirMethod(mode: ReloadMode) async throws {
+        try await withServer(reloading: .init(), configure: { configuration in
+            watchOnly(&configuration)
+            configuration.reloadMode = mode
+        }) { server in
+            let client = try await server.client()
+            let writer = try Writer(server.configuration.databasePath)
+            // Deltas start from the snapshot loaded before the reloader ran (the same file).
+            for level in [Level.canView, .canEdit, .canView] {
+                let committed = try writer.grant("u-explorer", "p-secret", level)
+                try await eventuallyAsync(.seconds(5), "the new version is served") {
+                    try await servedVersion(client) == committed
+                }
+                let answer = try await client.answer(explorerOnSecret)
+                guard case .permission(let served, _, _) = answer.result else { throw TestFailure("\(answer)") }
+                let expected = try SnapshotLoader.load(path: server.configuration.databasePath)
+                    .effectivePermission(user: "u-explorer", project: "p-secret")
+                #expect(served == expected.level)
+            }
+            let loads = server.snapshots.loadStatistics
+            let reloadLines = server.logs.all.filter { $0.message == "reloaded the workspace snapshot" }
+            switch mode {
+            case .delta:
+                #expect(loads.deltaLoads == 3, "\(loads)")
+                #expect(loads.fullLoads == 1, "the initial load only: \(loads)")
+                #expect(loads.lastMethod == .delta)
+                #expect(reloadLines.contains { $0.metadata["method"] == "delta" && $0.metadata["changes"] == "1" })
+            case .full:
+                #expect(loads.deltaLoads == 0)
+                #expect(loads.fullLoads >= 4, "\(loads)")
+                #expect(reloadLines.allSatisfy { $0.metadata["method"] == "full" })
+            }
+            await client.close()
+        }
+    }
+
     @Test func pollingPicksUpACommitWithoutTheWatch() async throws {
         try await withServer(reloading: .init(), configure: pollOnly) { server in
             let client = try await server.client()
@@ -628,6 +665,9 @@ struct ReloadUnderLoadTests {
             #expect(wrong == 0)
             #expect(answers.count > 1000, "only \(answers.count) answers")
             #expect(versions.count > 10, "answers came from only \(versions.count) versions")
+            // Delta reloads are the default: most of these loads applied the changed rows.
+            let loads = server.snapshots.loadStatistics
+            #expect(loads.deltaLoads > 10, "delta loads: \(loads.deltaLoads), full: \(loads.fullLoads)")
         }
     }
 }

@@ -254,6 +254,8 @@ struct MetricsTests {
             #expect(metrics.value("authzd_snapshot_version") == Double(server.snapshots.snapshot?.version ?? 0))
             #expect(metrics.value("authzd_snapshot_failing_closed") == 0)
             #expect(metrics.value("authzd_snapshot_loads_total", ["kind": "initial", "result": "success"]) == 1)
+            #expect(metrics.value("authzd_snapshot_load_methods_total", ["method": "full"]) == 1, "the initial load reads everything")
+            #expect(metrics.types["authzd_snapshot_load_methods_total"] == "counter")
             let loads = try #require(metrics.histogram("authzd_snapshot_load_duration_seconds"))
             expectWellFormed(loads)
             #expect(loads.count == 1)

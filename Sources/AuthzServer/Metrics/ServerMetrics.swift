@@ -223,6 +223,17 @@ final class ServerMetrics: Sendable {
                 Self.advance(series, from: &published.loads[key, default: 0], to: total)
             }
         }
+        let methodHelp = "Successful snapshot loads by method: full (everything read) or delta (the changed rows applied to the snapshot in service)."
+        for (method, total) in [("full", loads.fullLoads), ("delta", loads.deltaLoads)] {
+            Self.advance(
+                counter("authzd_snapshot_load_methods_total", methodHelp, labels: [("method", method)]),
+                from: &published.loads["method/" + method, default: 0], to: total)
+        }
+        Self.advance(
+            counter(
+                "authzd_snapshot_delta_fallbacks_total",
+                "Delta reloads that loaded everything instead (a gap in the change log, a replaced file, too many changes, a settings or entity change)."),
+            from: &published.loads["fallbacks", default: 0], to: loads.deltaFallbacks)
         if let reloader = context.reloader {
             let statistics = reloader.statistics
             Self.advance(

@@ -3,7 +3,7 @@
 //
 //   engine-bench full --dir DIR [--users N --groups N --projects N --grants-per-project N
 //                                --seed S --runs R --import-runs R --decisions N]
-//   engine-bench decide --db PATH [--runs R --decisions N]   (decisions only)
+//   engine-bench decide --db PATH [--runs R --decisions N --after-deltas N]   (decisions only)
 //   engine-bench rss --db PATH      (resident memory of one loaded snapshot, own process)
 //
 // Prints a human summary to stderr and one JSON object to stdout.
@@ -121,7 +121,19 @@ case "rss":
 
 case "decide":
     guard let path = options.string("db") else { log("decide needs --db"); exit(2) }
-    let snapshot = try SnapshotLoader.load(path: path)
+    var snapshot = try SnapshotLoader.load(path: path)
+    // --after-deltas N: decide on the snapshot N delta reloads later (each adds a grant to
+    // one project: Snapshot.applying), to compare with the fully built one.
+    let deltas = options.int("after-deltas", 0)
+    if deltas > 0 {
+        let (workspace, _) = try SnapshotLoader.readWorkspace(path: path)
+        for i in 0 ..< deltas {
+            var project = workspace.projects[(i * 997) % workspace.projects.count]
+            project.grants.append(.user(workspace.users[(i * 7919) % workspace.users.count].id, .canEdit))
+            snapshot = try snapshot.applying(SnapshotDelta(projects: [project]), version: snapshot.version + 1)
+        }
+        log("decisions after \(deltas) delta reloads")
+    }
     var results: [String: Double] = [:]
     let runs = max(1, options.int("runs", 5))
     measureDecisions(snapshot: snapshot, runs: runs, count: options.int("decisions", 1_000_000), into: &results)
