@@ -189,6 +189,69 @@ struct RequestTests {
             != new.effectivePermission(user: "u-explorer", project: "p-secret").level)
     }
 
+    @Test func answersOnOneConnectionNeverNameAnOlderVersionThanAnEarlierAnswer() async throws {
+        // Snapshots of rising versions are installed continuously (as reloads do) while one
+        // connection pipelines plain checks mixed with checks that ask for a version newer
+        // than the one in service when they were written. A check whose version was
+        // installed after its read batch began is answered from that newer snapshot; the
+        // checks after it in the batch were answered from the batch's older one, an answer
+        // going back a version on one connection (seen through a Litestream follower).
+        let workspace = sampleWorkspace()
+        let snapshots = (1...3000).map { Snapshot(workspace: workspace, version: UInt64(1000 + $0)) }
+        try await withServer { server in
+            server.snapshots.install(snapshots[0])
+            let stop = StopFlag()
+            let done = StopFlag()
+            let installer = Thread {
+                for snapshot in snapshots.dropFirst() where !stop.isSet {
+                    server.snapshots.install(snapshot)
+                    usleep(200)
+                }
+                done.set()
+            }
+            installer.start()
+            defer { stop.set() }
+            let connection = try RawConnection(path: server.socketPath)
+            var rounds = 0
+            var answered = 0
+            var nextCallId: UInt64 = 1
+            while !done.isSet {
+                rounds += 1
+                var bytes: [UInt8] = []
+                let first = nextCallId
+                for index in 0..<400 {
+                    let current = server.snapshots.snapshot?.version ?? 0
+                    let wanted = index % 8 == 7 ? current + 1 : 0
+                    WireRequest(
+                        callId: nextCallId, minSnapshotVersion: wanted, deadlineMs: wanted > 0 ? 2000 : 0,
+                        method: .check(.seatType(user: "u-admin"))
+                    ).append(to: &bytes)
+                    nextCallId += 1
+                }
+                try connection.send(bytes)
+                var last: UInt64 = 0
+                for expected in first..<nextCallId {
+                    let response = try #require(try await connection.readResponse(timeout: .seconds(10)))
+                    #expect(response.callId == expected)
+                    // The last rounds may ask for a version that never comes: their wait
+                    // ends (FAILED_PRECONDITION, naming the version in service), and checks
+                    // queued behind it past their deadline get DEADLINE_EXCEEDED (no version).
+                    let code = response.status.code
+                    #expect(code == .ok || code == .failedPrecondition || code == .deadlineExceeded)
+                    guard code != .deadlineExceeded else { continue }
+                    #expect(
+                        response.snapshotVersion >= last,
+                        "call \(response.callId) answered at version \(response.snapshotVersion) after an answer at \(last)")
+                    last = max(last, response.snapshotVersion)
+                    answered += 1
+                }
+            }
+            #expect(rounds >= 3)
+            #expect(answered >= 1000)
+            connection.closeSocket()
+        }
+    }
+
     @Test func manyConcurrentCallsArePipelinedOnOneConnection() async throws {
         try await withServer { server in
             let client = try await server.client()

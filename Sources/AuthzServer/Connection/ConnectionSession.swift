@@ -417,6 +417,11 @@ final class ConnectionSession {
             waker.schedule { $0.versionArrived() }
         }
         if let ready {
+            // A newer snapshot than the batch's was installed since the batch began: the
+            // rest of the batch answers from it too, so no later answer on this connection
+            // names an older version than this one.
+            batchSnapshot = ready
+            batchSnapshotRead = true
             let response = RequestProcessor.answerAfterWaiting(request, snapshot: ready, server: context)
             append(response)
             record(request, response)
