@@ -3,7 +3,6 @@
 
 public import AuthzEngine
 import CSQLite
-import Synchronization
 
 /// Loads snapshots from a workspace store database, read-only.
 ///
@@ -11,6 +10,10 @@ import Synchronization
 /// file without a schema is `.notInitialized`; a newer schema is `.schemaTooNew`) and reads
 /// everything inside ONE read transaction, so a concurrent writer's commit is either wholly
 /// visible or not at all. In WAL mode the read neither waits for nor blocks the writer.
+/// On a file that a Litestream follower updates in place (under SQLite's locks, see
+/// `VersionProbe`), the transaction's SHARED lock keeps the follower out until the read is
+/// over, so the version and every row come from one applied state; the connection is
+/// closed when the call returns, so nothing is held between loads.
 public enum SnapshotLoader {
     /// Reads the workspace and builds the engine snapshot from it.
     public static func load(path: String) throws(StoreError) -> Snapshot {
@@ -71,20 +74,26 @@ public enum SnapshotLoader {
 }
 
 /// A cheap, repeatable probe of a store's snapshot version, for a poller that reloads the
-/// snapshot when the version changes. Keeps one read-only connection and one prepared
-/// single-row query; each `current()` is one indexed lookup plus a `stat` of the path.
+/// snapshot when the version changes. Each `current()` opens the file read-only, reads the
+/// version in one read transaction and closes it again (~0.1 ms).
 ///
-/// Opening is lazy: a probe for a database that does not exist yet (or has no schema)
-/// throws from `current()` until it does. If the file at `path` is replaced (another
-/// inode), the probe reopens it. Safe to share between tasks and threads.
+/// It deliberately keeps no connection between checks. A connection to a WAL-mode file
+/// holds SQLite's SHARED lock on the database file for as long as it is open, and a
+/// writer that updates the file in place under SQLite's locks, as Litestream's follower
+/// (`litestream restore -f`) does, waits for that lock: a probe that stayed open would
+/// stall replication for as long as it lived. Nor could a kept connection trust its page
+/// cache on such a file: in rollback mode SQLite revalidates it by the header's change
+/// counter, which a replicated transaction that leaves page 1 alone does not move.
+///
+/// A probe for a database that does not exist yet (or has no schema) throws from
+/// `current()` until it does; a replaced file is simply read at the next check. Safe to
+/// share between tasks and threads.
 public final class VersionProbe: Sendable {
     /// The database path being probed.
     public let path: String
-    private let state: Mutex<ProbeState>
 
     public init(path: String) {
         self.path = path
-        self.state = Mutex(ProbeState(path: path))
     }
 
     /// The snapshot version now.
@@ -92,60 +101,6 @@ public final class VersionProbe: Sendable {
     /// Fails with `.notFound` while there is no file, `.notInitialized` while it has no
     /// schema, `.schemaTooNew` once a newer build has migrated it, `.busy`, `.io`.
     public func current() throws(StoreError) -> UInt64 {
-        try state.withLock { (state: inout ProbeState) throws(StoreError) -> UInt64 in
-            try state.current()
-        }
-    }
-}
-
-/// The probe's connection state, guarded by the probe's mutex.
-struct ProbeState: ~Copyable {
-    let path: String
-    private var file: FileStatus?
-    private var connection: Connection?
-    private var query: Statement?
-
-    init(path: String) {
-        self.path = path
-    }
-
-    mutating func current() throws(StoreError) -> UInt64 {
-        let status = try FileStatus.requireFile(path)
-        if status != file {
-            // First use, or the path now names another file: start over.
-            query = nil
-            connection = nil
-            file = nil
-        }
-        let query = try prepared(status)
-        defer { query.reset() }
-        guard try query.step() else {
-            throw StoreError(code: .corrupt, message: "\(path): the meta row (snapshot version) is missing")
-        }
-        let schema = query.int64(1)
-        guard schema == Int64(Schema.latestVersion) else {
-            // Changed under the open connection (a migration): let the full check explain.
-            self.query = nil
-            try connection?.requireCurrentSchema()
-            throw StoreError(code: .sqlite, message: "\(path): unexpected schema version \(schema)")
-        }
-        return try Connection.snapshotVersion(query, column: 0, path: path)
-    }
-
-    private mutating func prepared(_ status: FileStatus) throws(StoreError) -> Statement {
-        if let query { return query }
-        let connection: Connection
-        if let open = self.connection {
-            connection = open
-        } else {
-            connection = try SnapshotLoader.openReadOnly(path)
-            self.connection = connection
-        }
-        file = status
-        try connection.requireCurrentSchema()
-        let query = try connection.prepare(
-            "SELECT meta.version, pragma_user_version.user_version FROM meta, pragma_user_version WHERE meta.id = 1")
-        self.query = query
-        return query
+        try SnapshotLoader.readVersion(path: path)
     }
 }
