@@ -37,10 +37,11 @@ class Failure(Exception):
 
 
 def random_operations(rng, users=DEMO_USERS, projects=DEMO_PROJECTS, groups=DEMO_GROUPS):
-    """1 to 3 operations that are valid on any state the others leave."""
+    """1 to 3 operations that are valid on any state the others leave (no group
+    membership changes when `groups` is empty)."""
     ops = []
     for _ in range(rng.randint(1, 3)):
-        kind = rng.choice(["grant", "grant", "revoke", "member", "share"])
+        kind = rng.choice(["grant", "grant", "revoke", "member", "share"] if groups else ["grant", "grant", "revoke", "share"])
         project = rng.choice(projects)
         if kind == "grant":
             ops.append({"op": "grant", "project": project, "user": rng.choice(users), "level": rng.choice(LEVELS)})
@@ -210,8 +211,8 @@ class Cluster:
             time.sleep(0.1)
 
     def install_times(self, i):
-        """Wall-clock time each snapshot version was put in service by node i's authzd,
-        from its log (the first time only)."""
+        """When node i's authzd put each snapshot version in service (wall clock, from its
+        JSON log, first time only): {version: (installed_at, load_seconds)}."""
         times = {}
         path = os.path.join(self.scratch, f"authzd{i}.log")
         with open(path) as f:
@@ -224,6 +225,5 @@ class Cluster:
                 version = int(event["snapshot-version"])
                 stamp = calendar.timegm(time.strptime(event["time"][:19], "%Y-%m-%dT%H:%M:%S"))
                 stamp += int(event["time"][20:23]) / 1000
-                times.setdefault(version, stamp)
+                times.setdefault(version, (stamp, int(event["load-ms"]) / 1000))
         return times
-
