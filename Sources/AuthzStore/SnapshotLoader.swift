@@ -3,6 +3,15 @@
 
 public import AuthzEngine
 import CSQLite
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// Loads snapshots from a workspace store database, read-only.
 ///
@@ -74,26 +83,30 @@ public enum SnapshotLoader {
 }
 
 /// A cheap, repeatable probe of a store's snapshot version, for a poller that reloads the
-/// snapshot when the version changes. Each `current()` opens the file read-only, reads the
-/// version in one read transaction and closes it again (~0.1 ms).
+/// snapshot when the version changes. Keeps one read-only connection and one prepared
+/// single-row query; each `current()` is one indexed lookup plus two `stat`s.
 ///
-/// It deliberately keeps no connection between checks. A connection to a WAL-mode file
-/// holds SQLite's SHARED lock on the database file for as long as it is open, and a
-/// writer that updates the file in place under SQLite's locks, as Litestream's follower
-/// (`litestream restore -f`) does, waits for that lock: a probe that stayed open would
-/// stall replication for as long as it lived. Nor could a kept connection trust its page
-/// cache on such a file: in rollback mode SQLite revalidates it by the header's change
+/// Except on a database that Litestream's follower (`litestream restore -f`) keeps, which
+/// it marks with a `PATH-txid` file: there the connection is closed after each check (the
+/// next one opens the file again, ~2–3 ms, mostly reading the schema). The follower writes
+/// each replicated transaction's pages into the database file under SQLite's locks,
+/// waiting (F_SETLKW) until no reader holds SHARED, and a WAL-mode connection (the restored
+/// file is in WAL mode) holds SHARED on the database file for as long as it is open: a kept
+/// connection would stall the follower for as long as it lived. Nor could a kept connection
+/// trust its page cache there: in rollback mode SQLite revalidates it by the header's change
 /// counter, which a replicated transaction that leaves page 1 alone does not move.
 ///
-/// A probe for a database that does not exist yet (or has no schema) throws from
-/// `current()` until it does; a replaced file is simply read at the next check. Safe to
-/// share between tasks and threads.
+/// Opening is lazy: a probe for a database that does not exist yet (or has no schema)
+/// throws from `current()` until it does. If the file at `path` is replaced (another
+/// inode), the probe reopens it. Safe to share between tasks and threads.
 public final class VersionProbe: Sendable {
     /// The database path being probed.
     public let path: String
+    private let state: Mutex<ProbeState>
 
     public init(path: String) {
         self.path = path
+        self.state = Mutex(ProbeState(path: path))
     }
 
     /// The snapshot version now.
@@ -101,6 +114,77 @@ public final class VersionProbe: Sendable {
     /// Fails with `.notFound` while there is no file, `.notInitialized` while it has no
     /// schema, `.schemaTooNew` once a newer build has migrated it, `.busy`, `.io`.
     public func current() throws(StoreError) -> UInt64 {
-        try SnapshotLoader.readVersion(path: path)
+        try state.withLock { (state: inout ProbeState) throws(StoreError) -> UInt64 in
+            try state.current()
+        }
+    }
+}
+
+/// The probe's connection state, guarded by the probe's mutex.
+struct ProbeState: ~Copyable {
+    let path: String
+    private var file: FileStatus?
+    private var connection: Connection?
+    private var query: Statement?
+
+    init(path: String) {
+        self.path = path
+    }
+
+    mutating func current() throws(StoreError) -> UInt64 {
+        let status = try FileStatus.requireFile(path)
+        if status != file {
+            // First use, or the path now names another file: start over.
+            query = nil
+            connection = nil
+            file = nil
+        }
+        let version = try read(prepared(status))
+        if Self.isLitestreamFollower(path) {
+            // Nothing keeps a lock or a page cache between checks (see `VersionProbe`).
+            self.query = nil
+            connection = nil
+            file = nil
+        }
+        return version
+    }
+
+    private mutating func read(_ query: Statement) throws(StoreError) -> UInt64 {
+        defer { query.reset() }
+        guard try query.step() else {
+            throw StoreError(code: .corrupt, message: "\(path): the meta row (snapshot version) is missing")
+        }
+        let schema = query.int64(1)
+        guard schema == Int64(Schema.latestVersion) else {
+            // Changed under the open connection (a migration): let the full check explain.
+            self.query = nil
+            try connection?.requireCurrentSchema()
+            throw StoreError(code: .sqlite, message: "\(path): unexpected schema version \(schema)")
+        }
+        return try Connection.snapshotVersion(query, column: 0, path: path)
+    }
+
+    /// Whether `path-txid` exists: the last transaction `litestream restore -f` applied to
+    /// the database at `path` (written after the restore and after each applied batch).
+    static func isLitestreamFollower(_ path: String) -> Bool {
+        var info = stat()
+        return stat(path + "-txid", &info) == 0
+    }
+
+    private mutating func prepared(_ status: FileStatus) throws(StoreError) -> Statement {
+        if let query { return query }
+        let connection: Connection
+        if let open = self.connection {
+            connection = open
+        } else {
+            connection = try SnapshotLoader.openReadOnly(path)
+            self.connection = connection
+        }
+        file = status
+        try connection.requireCurrentSchema()
+        let query = try connection.prepare(
+            "SELECT meta.version, pragma_user_version.user_version FROM meta, pragma_user_version WHERE meta.id = 1")
+        self.query = query
+        return query
     }
 }

@@ -11,6 +11,8 @@
 // So a reader is consistent only if it takes SQLite's locks for the whole of its read, and
 // it must not hold them between reads: a WAL-mode connection keeps its SHARED lock on the
 // database file for as long as it is open, and the follower then waits for it forever.
+// (The version probe recognises such a file by the `-txid` file Litestream writes beside
+// it; the tests write one.)
 //
 // These tests play the follower in-process with open-file-description locks (F_OFD_*):
 // unlike classic fcntl locks they conflict with the locks SQLite takes in this same
@@ -33,6 +35,7 @@ struct FollowerFileTests {
         let states = try DatabaseStates(directory)
         let path = directory.path("follower.db")
         try states.first.bytes.write(to: URL(fileURLWithPath: path))
+        try markAsFollower(path)
         #expect(states.first.bytes[18] == 2, "a restored follower's file starts in WAL mode")
 
         let probe = VersionProbe(path: path)
@@ -58,6 +61,7 @@ struct FollowerFileTests {
         var initial = states.first.bytes
         if rollbackHeader { (initial[18], initial[19]) = (1, 1) }
         try initial.write(to: URL(fileURLWithPath: path))
+        try markAsFollower(path)
         let expected: [UInt64: Workspace] = [
             states.first.version: states.first.workspace, states.third.version: states.third.workspace,
         ]
@@ -138,6 +142,12 @@ struct FollowerFileTests {
         }
         #expect(!matches, "a half-written file passed the consistency check")
     }
+}
+
+/// What `litestream restore -f` writes beside the database it keeps: the last transaction
+/// it applied (16 hex digits and a newline).
+private func markAsFollower(_ path: String) throws {
+    try Data("0000000000000001\n".utf8).write(to: URL(fileURLWithPath: path + "-txid"))
 }
 
 /// How far the follower thread got.
