@@ -2,7 +2,8 @@
 # The test command: installs missing system packages, checks the generated protobuf-c code
 # is current, builds everything (a compiler warning in this package's own code fails the
 # run), and runs every test, including every conformance file in ../shared/conformance,
-# and the Python client's (clients/python/test.sh: its generated code, pytest).
+# the Python client's (clients/python/test.sh: its generated code, pytest) and the
+# many-nodes convergence test (scripts/test-litestream.sh: Litestream from PyPI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -75,6 +76,9 @@ AUTHZ_STRICT_TIMING=1 swift test --skip-build --filter "fourDaemonsOnOneDatabase
 
 step "Kubernetes manifests validate (scripts/validate-manifests.sh)"
 scripts/validate-manifests.sh
+
+step "many nodes: Litestream to three followers, each with its own authzd (scripts/test-litestream.sh)"
+scripts/test-litestream.sh "$bin"
 
 step "the release tarball runs without the Swift toolchain (scripts/test-package.sh)"
 scripts/test-package.sh

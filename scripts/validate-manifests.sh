@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Validates deploy/kubernetes: renders the kustomization (`kubectl kustomize` when kubectl
-# is installed, else the listed files as they are), validates every resource against the
+# Validates deploy/kubernetes and deploy/litestream/kubernetes (the follower node's pod):
+# renders each kustomization (`kubectl kustomize` when kubectl is installed, else the
+# listed files as they are), validates every resource against the
 # Kubernetes OpenAPI schemas of 1.29 (the first release with native sidecars on by default)
 # and of the newest release the pinned kubernetes-validate knows, in strict mode (an unknown
 # field fails), then checks what the schema cannot (scripts/manifest-policy.py: the native
@@ -24,13 +25,22 @@ python="$venv/bin/python"
 
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
-rendered="$scratch/rendered.yaml"
-if command -v kubectl >/dev/null 2>&1; then
-    kubectl kustomize "$manifests" >"$rendered"
-    echo "rendered $manifests with kubectl kustomize ($(kubectl version --client 2>/dev/null | grep -i kustomize || echo kustomize))"
-else
-    echo "kubectl is not installed: validating the kustomization's resources as they are (images not substituted)"
-    "$python" - "$manifests" >"$rendered" <<'PY'
+validate() {
+    local file=$1 version
+    for version in "${kubernetes_versions[@]}"; do
+        "$venv/bin/kubernetes-validate" --strict --quiet --kubernetes-version "$version" "$file" || return 1
+    done
+}
+
+# Renders kustomization directory $1 into $2.
+render() {
+    local directory=$1 output=$2
+    if command -v kubectl >/dev/null 2>&1; then
+        kubectl kustomize "$directory" >"$output"
+        echo "rendered $directory with kubectl kustomize ($(kubectl version --client 2>/dev/null | grep -i kustomize || echo kustomize))"
+    else
+        echo "kubectl is not installed: validating $directory's resources as they are (images not substituted)"
+        "$python" - "$directory" >"$output" <<'PY'
 import os, sys, yaml
 directory = sys.argv[1]
 with open(os.path.join(directory, "kustomization.yaml")) as f:
@@ -39,23 +49,25 @@ for name in resources:
     with open(os.path.join(directory, name)) as f:
         sys.stdout.write("---\n" + f.read())
 PY
-fi
-
-validate() {
-    local file=$1 version
-    for version in "${kubernetes_versions[@]}"; do
-        "$venv/bin/kubernetes-validate" --strict --quiet --kubernetes-version "$version" "$file" || return 1
-    done
+    fi
 }
 
-# Every manifest file on its own (an error names the file), then the rendered whole.
-for file in "$manifests"/*.yaml; do
-    [ "$(basename "$file")" = kustomization.yaml ] && continue
-    validate "$file"
+# deploy/kubernetes, and the follower node's pod of deploy/litestream/kubernetes (issue
+# 14): every manifest file on its own (an error names the file), then the rendered whole,
+# then the policy.
+rendered="$scratch/rendered.yaml"
+for directory in "$manifests" deploy/litestream/kubernetes; do
+    output="$scratch/$(echo "$directory" | tr / -).yaml"
+    render "$directory" "$output"
+    for file in "$directory"/*.yaml; do
+        [ "$(basename "$file")" = kustomization.yaml ] && continue
+        validate "$file"
+    done
+    validate "$output"
+    "$python" scripts/manifest-policy.py "$directory" "$output"
+    echo "schemas: $(grep -c '^kind:' "$output") resources of $directory valid against Kubernetes ${kubernetes_versions[*]} (strict)"
 done
-validate "$rendered"
-"$python" scripts/manifest-policy.py "$manifests" "$rendered"
-echo "schemas: $(grep -c '^kind:' "$rendered") resources valid against Kubernetes ${kubernetes_versions[*]} (strict)"
+cp "$scratch/$(echo "$manifests" | tr / -).yaml" "$rendered"
 
 # The checks must be able to fail: an unknown field, and authzd as a plain init container.
 "$python" - "$rendered" "$scratch/unknown-field.yaml" "$scratch/not-a-sidecar.yaml" <<'PY'

@@ -5,12 +5,24 @@ public import AuthzEngine
 import CSQLite
 import Synchronization
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// Loads snapshots from a workspace store database, read-only.
 ///
 /// Each call opens the file with SQLITE_OPEN_READONLY (a missing file is `.notFound`; a
 /// file without a schema is `.notInitialized`; a newer schema is `.schemaTooNew`) and reads
 /// everything inside ONE read transaction, so a concurrent writer's commit is either wholly
 /// visible or not at all. In WAL mode the read neither waits for nor blocks the writer.
+/// On a file that a Litestream follower updates in place (under SQLite's locks, see
+/// `VersionProbe`), the transaction's SHARED lock keeps the follower out until the read is
+/// over, so the version and every row come from one applied state; the connection is
+/// closed when the call returns, so nothing is held between loads.
 public enum SnapshotLoader {
     /// Reads the workspace and builds the engine snapshot from it.
     public static func load(path: String) throws(StoreError) -> Snapshot {
@@ -72,7 +84,17 @@ public enum SnapshotLoader {
 
 /// A cheap, repeatable probe of a store's snapshot version, for a poller that reloads the
 /// snapshot when the version changes. Keeps one read-only connection and one prepared
-/// single-row query; each `current()` is one indexed lookup plus a `stat` of the path.
+/// single-row query; each `current()` is one indexed lookup plus two `stat`s.
+///
+/// Except on a database that Litestream's follower (`litestream restore -f`) keeps, which
+/// it marks with a `PATH-txid` file: there the connection is closed after each check (the
+/// next one opens the file again, ~2–3 ms, mostly reading the schema). The follower writes
+/// each replicated transaction's pages into the database file under SQLite's locks,
+/// waiting (F_SETLKW) until no reader holds SHARED, and a WAL-mode connection (the restored
+/// file is in WAL mode) holds SHARED on the database file for as long as it is open: a kept
+/// connection would stall the follower for as long as it lived. Nor could a kept connection
+/// trust its page cache there: in rollback mode SQLite revalidates it by the header's change
+/// counter, which a replicated transaction that leaves page 1 alone does not move.
 ///
 /// Opening is lazy: a probe for a database that does not exist yet (or has no schema)
 /// throws from `current()` until it does. If the file at `path` is replaced (another
@@ -98,15 +120,21 @@ public final class VersionProbe: Sendable {
     }
 
     /// `SnapshotLoader.loadDelta` on the probe's connection (kept open between calls, so a
-    /// delta reload neither opens the file nor parses its schema again).
+    /// delta reload neither opens the file nor parses its schema again). On a Litestream
+    /// follower's file, where the probe keeps no connection, on a connection of its own
+    /// that is closed when it returns.
     public func loadDelta(
         base: Snapshot, baseFile: DatabaseFileIdentity?, maxChanges: Int = SnapshotLoader.defaultDeltaMaxChanges
     ) throws(StoreError) -> DeltaLoad {
         let path = path
+        if ProbeState.isLitestreamFollower(path) {
+            return try SnapshotLoader.loadDelta(path: path, base: base, baseFile: baseFile, maxChanges: maxChanges)
+        }
         return try state.withLock { (state: inout ProbeState) throws(StoreError) -> DeltaLoad in
             _ = try state.current()  // (re)opens the connection for the file at the path now
             guard let connection = state.openConnection else {
-                throw StoreError(code: .io, message: "\(path): the probe has no open connection")
+                // It became a follower's file since the check above: a connection of its own.
+                return try SnapshotLoader.loadDelta(path: path, base: base, baseFile: baseFile, maxChanges: maxChanges)
             }
             return try SnapshotLoader.loadDelta(
                 connection: connection, path: path, base: base, baseFile: baseFile, maxChanges: maxChanges)
@@ -136,7 +164,17 @@ struct ProbeState: ~Copyable {
             connection = nil
             file = nil
         }
-        let query = try prepared(status)
+        let version = try read(prepared(status))
+        if Self.isLitestreamFollower(path) {
+            // Nothing keeps a lock or a page cache between checks (see `VersionProbe`).
+            self.query = nil
+            connection = nil
+            file = nil
+        }
+        return version
+    }
+
+    private mutating func read(_ query: Statement) throws(StoreError) -> UInt64 {
         defer { query.reset() }
         guard try query.step() else {
             throw StoreError(code: .corrupt, message: "\(path): the meta row (snapshot version) is missing")
@@ -149,6 +187,13 @@ struct ProbeState: ~Copyable {
             throw StoreError(code: .sqlite, message: "\(path): unexpected schema version \(schema)")
         }
         return try Connection.snapshotVersion(query, column: 0, path: path)
+    }
+
+    /// Whether `path-txid` exists: the last transaction `litestream restore -f` applied to
+    /// the database at `path` (written after the restore and after each applied batch).
+    static func isLitestreamFollower(_ path: String) -> Bool {
+        var info = stat()
+        return stat(path + "-txid", &info) == 0
     }
 
     private mutating func prepared(_ status: FileStatus) throws(StoreError) -> Statement {
