@@ -30,35 +30,32 @@ struct DaemonSignalTests {
     /// Defect 11: each SIGHUP was its own full load, one after the other (200 SIGHUPs on
     /// the large workspace meant 2.5 minutes of back-to-back loads). Signals arriving while
     /// a load runs or is queued collapse into one more load. The first load is held here
-    /// (the database path is a FIFO nobody writes, so opening it blocks) while the other
-    /// 199 arrive, so each of them is delivered on its own however busy the machine is.
+    /// (SQLite's PENDING lock byte is held, as by a writer about to write: a connection that
+    /// starts reading waits in SQLite's busy handler, up to 5 s) while the other 199
+    /// arrive, so each of them is delivered on its own however busy the machine is.
     @Test func aBurstOf200SIGHUPsCausesAHandfulOfLoads() async throws {
         let directory = try TestDirectory()
         let socket = directory.file("authz.sock")
         let database = directory.file("authz.db")
-        let stash = directory.file("stash.db")
         try makeDatabase(database)
+        // Marks the file as a Litestream follower's: authzd's version probe then keeps no
+        // connection open between checks. A connection of authzd's kept open would let its
+        // loads' connections read without asking the file's locks (SQLite shares a process's
+        // SHARED lock between its connections), and the PENDING lock below would hold
+        // nothing.
+        #expect(FileManager.default.createFile(atPath: database + "-txid", contents: Data("0\n".utf8)))
         let daemon = try Daemon(
             arguments: ["--db", database, "--socket", socket, "--no-watch", "--poll-interval", "0"], directory: directory)
         // A debug build starting beside the whole parallel suite can be slow.
         try await eventually(.seconds(30), "authzd listens") { isSocket(socket) || !daemon.process.isRunning }
         let client = try await connectWhenListening(socket, daemon)
         let committed = try Writer(database).touch()
-        try renameFile(database, stash)
-        guard mkfifo(database, 0o600) == 0 else { throw TestFailure("mkfifo: errno \(errno)") }
-        // Lets the held load go on (it reads an empty file and fails), with the database
-        // back in place for the next one; also if the test fails first, so that the daemon
-        // is not left blocked.
-        var released = false
-        func release() {
-            guard !released else { return }
-            released = true
-            let writer = open(database, O_WRONLY | O_NONBLOCK)
-            _ = rename(stash, database)
-            if writer >= 0 { close(writer) }
-        }
+        let pending = try PendingLock(database)
+        // Lets the held load go on; also if the test fails first, so that the daemon is
+        // not left waiting.
+        func release() { pending.release() }
         defer { release() }
-        // The load this starts cannot end before the FIFO gets a writer.
+        // The load this starts cannot end before the holder lets go.
         kill(daemon.process.processIdentifier, SIGHUP)
         for _ in 0..<199 {
             kill(daemon.process.processIdentifier, SIGHUP)
@@ -166,4 +163,40 @@ struct DaemonSignalTests {
         #expect(process.terminationReason == .exit)
         #expect(process.terminationStatus == 0)
     }
+}
+
+/// SQLite's PENDING lock byte of a database file, held as a writer about to write holds it
+/// (an open-file-description lock, so no other descriptor of this process releases it): a
+/// connection that starts reading the file meanwhile waits in its busy handler.
+final class PendingLock {
+    private let descriptor: Int32
+    private var held = true
+    /// os_unix.c's PENDING_BYTE.
+    static let pendingByte: off_t = 0x4000_0000
+    /// F_OFD_SETLK (<fcntl.h>, Linux): not imported into Swift.
+    static let ofdSetLock: Int32 = 37
+
+    init(_ path: String) throws {
+        descriptor = open(path, O_RDWR | O_CLOEXEC)
+        guard descriptor >= 0 else { throw TestFailure("open(\(path)): errno \(errno)") }
+        var request = flock()
+        request.l_type = Int16(F_WRLCK)
+        request.l_whence = Int16(SEEK_SET)
+        request.l_start = Self.pendingByte
+        request.l_len = 1
+        guard fcntl(descriptor, Self.ofdSetLock, &request) == 0 else {
+            let code = errno
+            close(descriptor)
+            throw TestFailure("locking the PENDING byte of \(path): errno \(code)")
+        }
+    }
+
+    /// Lets readers in (once).
+    func release() {
+        guard held else { return }
+        held = false
+        close(descriptor)
+    }
+
+    deinit { release() }
 }
