@@ -197,17 +197,16 @@ struct RequestTests {
         // checks after it in the batch were answered from the batch's older one, an answer
         // going back a version on one connection (seen through a Litestream follower).
         let workspace = sampleWorkspace()
-        let snapshots = (1...3000).map { Snapshot(workspace: workspace, version: UInt64(1000 + $0)) }
         try await withServer { server in
-            server.snapshots.install(snapshots[0])
+            server.snapshots.install(Snapshot(workspace: workspace, version: 1000))
             let stop = StopFlag()
-            let done = StopFlag()
             let installer = Thread {
-                for snapshot in snapshots.dropFirst() where !stop.isSet {
-                    server.snapshots.install(snapshot)
+                var version: UInt64 = 1001
+                while !stop.isSet {
+                    server.snapshots.install(Snapshot(workspace: workspace, version: version))
+                    version += 1
                     usleep(200)
                 }
-                done.set()
             }
             installer.start()
             defer { stop.set() }
@@ -215,7 +214,7 @@ struct RequestTests {
             var rounds = 0
             var answered = 0
             var nextCallId: UInt64 = 1
-            while !done.isSet {
+            while rounds < 5 {
                 rounds += 1
                 var bytes: [UInt8] = []
                 let first = nextCallId
@@ -233,8 +232,8 @@ struct RequestTests {
                 for expected in first..<nextCallId {
                     let response = try #require(try await connection.readResponse(timeout: .seconds(10)))
                     #expect(response.callId == expected)
-                    // The last rounds may ask for a version that never comes: their wait
-                    // ends (FAILED_PRECONDITION, naming the version in service), and checks
+                    // On a slow machine a wait may outlast its deadline: it ends with
+                    // FAILED_PRECONDITION (naming the version in service), and checks
                     // queued behind it past their deadline get DEADLINE_EXCEEDED (no version).
                     let code = response.status.code
                     #expect(code == .ok || code == .failedPrecondition || code == .deadlineExceeded)
@@ -246,7 +245,6 @@ struct RequestTests {
                     answered += 1
                 }
             }
-            #expect(rounds >= 3)
             #expect(answered >= 1000)
             connection.closeSocket()
         }
