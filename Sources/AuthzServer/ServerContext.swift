@@ -68,7 +68,9 @@ final class ServerContext: Sendable {
             staleForMs: state.staleForMs(now: now),
             uptimeMs: UInt64(max(0, uptime.milliseconds())),
             connectionsOpen: UInt64(max(0, connectionsOpen.load(ordering: .relaxed))),
-            requestsServed: requestsServed.load(ordering: .relaxed))
+            requestsServed: requestsServed.load(ordering: .relaxed),
+            lastLoadMethod: snapshot == nil ? "" : snapshots.loadStatistics.lastMethod?.rawValue ?? "",
+            watching: reloader?.statistics.watching ?? false)
     }
 }
 

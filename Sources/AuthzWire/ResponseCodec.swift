@@ -175,6 +175,8 @@ extension WireResponse: FrameEncodable {
         message.pointee.uptime_ms = result.uptimeMs
         message.pointee.connections_open = result.connectionsOpen
         message.pointee.requests_served = result.requestsServed
+        arena.set(&message.pointee.last_load_method, to: result.lastLoadMethod)
+        message.pointee.watching = protobuf_c_boolean(result.watching ? 1 : 0)
         return message
     }
 }
@@ -238,7 +240,9 @@ extension WireResponse {
                     staleForMs: result.stale_for_ms,
                     uptimeMs: result.uptime_ms,
                     connectionsOpen: result.connections_open,
-                    requestsServed: result.requests_served))
+                    requestsServed: result.requests_served,
+                    lastLoadMethod: swiftString(result.last_load_method),
+                    watching: result.watching != 0))
         case AUTHZ__V1__RESPONSE__RESULT_RELOAD_RESULT:
             return .reload(ReloadResult(snapshotVersion: response.reload_result?.pointee.snapshot_version ?? 0))
         case AUTHZ__V1__RESPONSE__RESULT_LIST_PROJECTS_RESULT:

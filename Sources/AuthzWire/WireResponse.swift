@@ -271,6 +271,10 @@ public struct WireResponse: Sendable, Hashable {
         public var uptimeMs: UInt64
         public var connectionsOpen: UInt64
         public var requestsServed: UInt64
+        /// `full` or `delta`: how the snapshot in service was built; empty before a load.
+        public var lastLoadMethod: String
+        /// Whether the file watch covers the database now.
+        public var watching: Bool
 
         public init(
             snapshotVersion: UInt64 = 0,
@@ -285,7 +289,9 @@ public struct WireResponse: Sendable, Hashable {
             staleForMs: UInt64 = 0,
             uptimeMs: UInt64 = 0,
             connectionsOpen: UInt64 = 0,
-            requestsServed: UInt64 = 0
+            requestsServed: UInt64 = 0,
+            lastLoadMethod: String = "",
+            watching: Bool = false
         ) {
             self.snapshotVersion = snapshotVersion
             self.loadedAtUnixMs = loadedAtUnixMs
@@ -300,6 +306,8 @@ public struct WireResponse: Sendable, Hashable {
             self.uptimeMs = uptimeMs
             self.connectionsOpen = connectionsOpen
             self.requestsServed = requestsServed
+            self.lastLoadMethod = lastLoadMethod
+            self.watching = watching
         }
     }
 

@@ -462,6 +462,8 @@ struct Status: AsyncParsableCommand {
             "uptime_ms": .number(Double(status.uptimeMs)),
             "connections_open": .number(Double(status.connectionsOpen)),
             "requests_served": .number(Double(status.requestsServed)),
+            "last_load_method": .string(status.lastLoadMethod),
+            "watching": .bool(status.watching),
         ]
         print(JSONValue.object(object).serialized(pretty: true))
         if ready && status.loadedAtUnixMs == 0 {

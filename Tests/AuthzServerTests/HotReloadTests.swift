@@ -154,6 +154,9 @@ struct ChangeNotificationTests {
                 #expect(served == expected.level)
             }
             let loads = server.snapshots.loadStatistics
+            let status = try await client.status()
+            #expect(status.lastLoadMethod == mode.rawValue)
+            #expect(status.watching)
             let reloadLines = server.logs.all.filter { $0.message == "reloaded the workspace snapshot" }
             switch mode {
             case .delta:
@@ -179,6 +182,7 @@ struct ChangeNotificationTests {
                 try await servedVersion(client) == committed
             }
             #expect(server.reloader?.statistics.watching == false)
+            #expect(try await client.status().watching == false)
             #expect(server.reloader?.statistics.fileEvents == 0)
             await client.close()
         }

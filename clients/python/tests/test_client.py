@@ -66,6 +66,8 @@ def test_every_method_answers_typed_results(client):
     status = client.status()
     assert (status.snapshot_version, status.users, status.projects) == (1, 27, 9)
     assert status.last_load_error == ""
+    assert status.last_load_method == "full"  # the daemon's first load
+    assert status.watching
 
     assert client.reload() == 1  # we are the daemon's user: Reload is allowed
 

@@ -2546,7 +2546,7 @@ const ProtobufCMessageDescriptor authz__v1__batch_result__descriptor =
   (ProtobufCMessageInit) authz__v1__batch_result__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor authz__v1__status_result__field_descriptors[13] =
+static const ProtobufCFieldDescriptor authz__v1__status_result__field_descriptors[15] =
 {
   {
     "snapshot_version",
@@ -2704,6 +2704,30 @@ static const ProtobufCFieldDescriptor authz__v1__status_result__field_descriptor
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "last_load_method",
+    14,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__StatusResult, last_load_method),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "watching",
+    15,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Authz__V1__StatusResult, watching),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned authz__v1__status_result__field_indices_by_name[] = {
   4,   /* field[4] = assets */
@@ -2712,6 +2736,7 @@ static const unsigned authz__v1__status_result__field_indices_by_name[] = {
   3,   /* field[3] = groups */
   8,   /* field[8] = last_load_attempt_unix_ms */
   7,   /* field[7] = last_load_error */
+  13,   /* field[13] = last_load_method */
   1,   /* field[1] = loaded_at_unix_ms */
   5,   /* field[5] = projects */
   12,   /* field[12] = requests_served */
@@ -2719,11 +2744,12 @@ static const unsigned authz__v1__status_result__field_indices_by_name[] = {
   9,   /* field[9] = stale_for_ms */
   10,   /* field[10] = uptime_ms */
   2,   /* field[2] = users */
+  14,   /* field[14] = watching */
 };
 static const ProtobufCIntRange authz__v1__status_result__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 13 }
+  { 0, 15 }
 };
 const ProtobufCMessageDescriptor authz__v1__status_result__descriptor =
 {
@@ -2733,7 +2759,7 @@ const ProtobufCMessageDescriptor authz__v1__status_result__descriptor =
   "Authz__V1__StatusResult",
   "authz.v1",
   sizeof(Authz__V1__StatusResult),
-  13,
+  15,
   authz__v1__status_result__field_descriptors,
   authz__v1__status_result__field_indices_by_name,
   1,  authz__v1__status_result__number_ranges,

@@ -430,7 +430,7 @@ def decode_status(response: pb.Response) -> StatusResult:
     return StatusResult(
         r.snapshot_version, r.loaded_at_unix_ms, r.users, r.groups, r.assets, r.projects, r.grants,
         r.last_load_error, r.last_load_attempt_unix_ms, r.stale_for_ms, r.uptime_ms,
-        r.connections_open, r.requests_served,
+        r.connections_open, r.requests_served, r.last_load_method, r.watching,
     )
 
 

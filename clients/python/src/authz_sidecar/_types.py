@@ -232,6 +232,10 @@ class StatusResult:
     uptime_ms: int
     connections_open: int
     requests_served: int
+    #: "full" or "delta": how the snapshot in service was built; "" before a load.
+    last_load_method: str = ""
+    #: Whether authzd's file watch covers the database now.
+    watching: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -587,10 +587,21 @@ struct  Authz__V1__StatusResult
   uint64_t uptime_ms;
   uint64_t connections_open;
   uint64_t requests_served;
+  /*
+   * How the snapshot in service was built: "full" (everything read from the database) or
+   * "delta" (the snapshot before it plus the rows the change log names); empty before the
+   * first load.
+   */
+  char *last_load_method;
+  /*
+   * Whether the file watch covers the database now: false with --no-watch, and while a
+   * watch could not be (re)established (polling, if configured, still notices changes).
+   */
+  protobuf_c_boolean watching;
 };
 #define AUTHZ__V1__STATUS_RESULT__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&authz__v1__status_result__descriptor) \
-    , 0, 0, 0, 0, 0, 0, 0, (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0 }
+    , 0, 0, 0, 0, 0, 0, 0, (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0, (char *)protobuf_c_empty_string, 0 }
 
 
 /*
