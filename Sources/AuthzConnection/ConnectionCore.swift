@@ -225,6 +225,8 @@ public struct ConnectionCore: Sendable {
     public mutating func wrote(sent: Int, outputPending: Int, now: Instant) {
         if sent > 0 { lastActivity = now }
         if outputPending <= configuration.lowWaterMark {
+            // Reading resumes: a frame begun before has its time from now (see `tick`).
+            if throttled, frameStartedAt != nil { frameStartedAt = now }
             throttled = false
         } else if outputPending >= configuration.highWaterMark {
             throttled = true
@@ -249,6 +251,12 @@ public struct ConnectionCore: Sendable {
     ) -> TickStep {
         guard phase != .closed else { return .none }
         if case .version(let deadline) = parked, now >= deadline { return .parkedDeadlinePassed }
+        if frameStartedAt != nil, !wantsRead {
+            // The rest of the frame cannot arrive while the server does not read (its answers
+            // wait for the client to read them, or a request is parked): the frame's time
+            // counts from when reading resumes, not against the client.
+            frameStartedAt = now
+        }
         if phase != .closing, let frameTimeout = configuration.frameTimeout, let started = frameStartedAt,
             inputCount > 0, now - started >= frameTimeout
         {

@@ -119,6 +119,28 @@ struct ConnectionCoreTests {
         #expect(c.nextDeadline(outputPending: 0) == nil)
     }
 
+    @Test func theFrameTimeoutDoesNotRunWhileTheServerIsNotReading() {
+        // A client pipelines more than fits before the high-water mark: the server stops
+        // reading with a frame half in. That frame cannot complete until the client reads
+        // its answers and the server reads again; it is not a slow sender.
+        var c = core(idle: .seconds(100), frame: .milliseconds(300), high: 1000, low: 500)
+        c.read(now: at(0))
+        guard case .stop = next(&c, [0, 0, 0, 0, 20, 1], now: 0) else { Issue.record("partial"); return }
+        c.wrote(sent: 0, outputPending: 2000, now: at(10))  // answers pile up: throttled
+        #expect(!c.wantsRead)
+        guard case .none = c.tick(now: at(5000), inputCount: 6, outputPending: 2000) else {
+            Issue.record("not cut off while the server does not read"); return
+        }
+        c.wrote(sent: 1600, outputPending: 400, now: at(5100))  // the client read: reading resumes
+        #expect(c.wantsRead)
+        guard case .none = c.tick(now: at(5300), inputCount: 6, outputPending: 400) else {
+            Issue.record("the frame's time counts from when reading resumed"); return
+        }
+        guard case .failStream(_, .slowFrame) = c.tick(now: at(5400), inputCount: 6, outputPending: 400) else {
+            Issue.record("a frame still incomplete a timeout after reading resumed is slow"); return
+        }
+    }
+
     @Test func idleCountsReadsAndWritesAndNeverCutsAParkedRequest() {
         var c = core(idle: .milliseconds(100), frame: nil)
         #expect(c.nextDeadline(outputPending: 0) == at(100))
