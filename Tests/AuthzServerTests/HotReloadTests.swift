@@ -192,6 +192,13 @@ struct ChangeNotificationTests {
         try await withServer(reloading: .init(), configure: noAutomaticReload) { server in
             let client = try await server.client()
             let before = try await servedVersion(client)
+            // The reloader's start-up check (which loads what was committed before it ran)
+            // comes first: on a slow machine (a sanitized build) it could otherwise run after
+            // the commit below and load it.
+            try await eventually(.seconds(10), "the reloader's start-up check ran") {
+                let loads = server.snapshots.loadStatistics
+                return SnapshotLoadResult.allCases.contains { loads.count(.startup, $0) > 0 }
+            }
             let writer = try Writer(server.configuration.databasePath)
             let committed = try writer.touch()
             try await Task.sleep(for: .milliseconds(300))
