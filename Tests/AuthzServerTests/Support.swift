@@ -247,11 +247,6 @@ final class RunningServer: Sendable {
         reloading: Reloading? = nil,
         configure: (inout ServerConfiguration) -> Void = { _ in }
     ) async throws -> RunningServer {
-        // Every suite runs in this one process, servers and clients alike, and they share its
-        // descriptor table: at a soft limit of 1,024 the parallel suites can run out, and a
-        // server that cannot accept sheds connections (its reserve-descriptor path), which
-        // another test then sees as its connection closed. As far as the hard limit allows.
-        raiseOpenFileLimit(to: 65536)
         let directory = try directory ?? TestDirectory()
         var configuration = ServerConfiguration(
             socketPath: directory.file("authz.sock"), databasePath: directory.file("authz.db"))
